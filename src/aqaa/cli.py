@@ -1,0 +1,105 @@
+"""The `aqaa` command line: thin wiring of the pipeline stages (SPEC, Command-line contract)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from aqaa.errors import AqaaInputError
+
+
+def _cmd_chat(args: argparse.Namespace) -> None:
+    from aqaa.serve.chat import chat
+
+    summary = chat(args.inputs, args.output, model=args.model)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['text']}\n[{summary['engine']}] first audio {summary['first_audio_ms']:.0f} ms, "
+              f"{summary['audio_s']:.2f} s of audio, RTF {summary['rtf']:.3f} -> {args.output}")
+
+
+def _cmd_cascade(args: argparse.Namespace) -> None:
+    from aqaa.audio.io import load_audio, save_wav
+    from aqaa.eval.cascade import CascadeSession
+
+    turns = [load_audio(p) for p in args.inputs]
+    session = CascadeSession()
+    for audio in turns:
+        result = session.answer(audio.samples, audio.sample_rate)
+    save_wav(args.output, result.samples, result.sample_rate)
+    summary = {"text": result.text, "heard": result.query_text, "first_audio_ms": result.first_audio_ms,
+               "audio_s": round(result.audio_s, 3), "rtf": round(result.rtf, 4), "timeline": result.timeline}
+    print(json.dumps(summary) if args.json else f"{result.text}\n{result.timeline}")
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> None:
+    from aqaa.data.synth import synth
+
+    summary = synth(args.out, args.n, args.seed, sentences=args.sentences, text_lines=args.text_lines,
+                    workers=args.workers)
+    print(json.dumps(summary))
+
+
+def _cmd_data_check(args: argparse.Namespace) -> None:
+    from aqaa.data.check import check, markdown
+
+    report = check(args.dir, tuple(args.splits))
+    out = Path(args.out or args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_check.json").write_text(json.dumps(report, indent=1))
+    (out / "data_check.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aqaa", description="Audio Query -> Audio Answer speech-to-speech toolkit")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("chat", help="answer spoken turns of one conversation with speech")
+    c.add_argument("inputs", nargs="+", help="query audio; several files are successive user turns")
+    c.add_argument("-o", "--output", required=True, help="wav that receives the answer to the last turn")
+    c.add_argument("--model", help="model folder (default: the shipped model)")
+    c.add_argument("--json", action="store_true", help="print one JSON summary line")
+    c.set_defaults(func=_cmd_chat)
+
+    c = sub.add_parser("cascade", help="the baseline: Whisper tiny.en -> SmolLM2-135M -> Piper joe")
+    c.add_argument("inputs", nargs="+")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_cascade)
+
+    d = sub.add_parser("data", help="synthesize and check SpokenQA data").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("synth", help="render SpokenQA dialogues and pre-training corpora (resumable)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, required=True, help="number of SpokenQA dialogues")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sentences", type=int, default=None, help="spoken pre-training sentences (default: n)")
+    s.add_argument("--text-lines", type=int, default=None, help="plain-text lines (default: 10 n)")
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
+    s.set_defaults(func=_cmd_data_synth)
+    k = d.add_parser("check", help="Whisper WER per voice and control renderings of a synthesized folder")
+    k.add_argument("--dir", required=True)
+    k.add_argument("--out", default=None, help="report folder (default: the data folder)")
+    k.add_argument("--splits", nargs="+", default=["train", "valid", "test"])
+    k.set_defaults(func=_cmd_data_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AqaaInputError as err:
+        print(f"aqaa: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aqaa: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

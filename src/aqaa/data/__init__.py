@@ -1,0 +1,1 @@
+"""SpokenQA: a spoken-dialogue data generator (queries in many voices, answers in the assistant voice)."""

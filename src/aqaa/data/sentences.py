@@ -1,0 +1,100 @@
+"""Plain sentences for pre-training stage 1 (text-only, and spoken as ASR/TTS pairs).
+
+Breadth matters more than size here (SPEC, feasibility notes): a small grammar over a few hundred words gives
+many thousands of distinct, phonetically varied sentences, and every SpokenQA fact is also stated in prose so
+that the text channel can learn it before any audio is involved.
+"""
+
+from __future__ import annotations
+
+import random
+
+from aqaa.data.lexicon import COLOURS, COUNTRIES, DAYS, MONTHS, NAMES, PETS
+from aqaa.eval.text import number_words
+
+_ADJ = ("small big old young quiet busy happy tired bright dark warm cold gentle clever brave careful famous "
+        "friendly heavy light strange simple lovely narrow wide early late empty full green red blue yellow").split()
+_NOUN = ("dog cat bird horse teacher doctor farmer child student driver baker singer painter pilot neighbor "
+         "friend sister brother mother father river garden kitchen window bridge village forest mountain market "
+         "station library museum letter basket bottle candle picture blanket ladder pencil bicycle engine boat "
+         "island valley castle office school hospital bakery orchard meadow harbor theater").split()
+_PLACE = ("the garden,the kitchen,the station,the market,the library,the museum,the river,the forest,the village,"
+          "the harbor,the office,the school,the park,the beach,the city,the farm,the bakery,the hospital").split(",")
+_VERB_T = ("saw found carried painted opened cleaned visited watched followed pushed lifted fixed bought sold "
+           "borrowed dropped packed noticed remembered described").split()
+_VERB_I = ("laughed smiled waited slept worked danced sang walked rested listened arrived left stayed "
+           "whispered shouted").split()
+_ADV = "slowly quickly quietly happily carefully early late softly again together".split()
+_TIME = ["in the morning", "at night", "after lunch", "before dinner", "on the weekend", "every day", "last week",
+         "yesterday", "today", "this evening"] + [f"on {d}" for d in DAYS] + [f"in {m}" for m in MONTHS]
+
+
+def _np(rng: random.Random) -> str:
+    det = rng.choice(["the", "a", "my", "our", "that", "this", "every"])
+    adj = rng.choice(_ADJ) + " " if rng.random() < 0.6 else ""
+    phrase = f"{det} {adj}{rng.choice(_NOUN)}"
+    return phrase.replace("a a", "an a").replace("a o", "an o").replace("a e", "an e").replace("a i", "an i")
+
+
+def grammar_sentence(rng: random.Random) -> str:
+    kind = rng.random()
+    who = rng.choice(NAMES) if rng.random() < 0.4 else _np(rng)
+    if kind < 0.35:
+        s = f"{who} {rng.choice(_VERB_T)} {_np(rng)} {rng.choice(_TIME)}"
+    elif kind < 0.6:
+        s = f"{who} {rng.choice(_VERB_I)} {rng.choice(_ADV)} near {rng.choice(_PLACE)}"
+    elif kind < 0.75:
+        n = rng.randint(2, 99)
+        s = f"there are {number_words(n)} {rng.choice(_NOUN)}s in {rng.choice(_PLACE)}"
+    elif kind < 0.9:
+        s = f"{who} went to {rng.choice(_PLACE)} {rng.choice(_TIME)} and {rng.choice(_VERB_I)}"
+    else:
+        s = f"{_np(rng)} is {rng.choice(_ADJ)} and {rng.choice(_ADJ)}"
+    return s[0].upper() + s[1:] + "."
+
+
+def fact_sentences() -> list[str]:
+    """Every fact SpokenQA asks about, stated in prose."""
+    out: list[str] = []
+    for country, capital, continent in COUNTRIES:
+        c = country[0].upper() + country[1:]
+        out += [f"The capital of {country} is {capital}.", f"{capital} is the capital of {country}.",
+                f"{c} is in {continent}."]
+    for thing, colour in COLOURS:
+        out.append(f"{thing[0].upper() + thing[1:]} is {colour}.")
+    for i, d in enumerate(DAYS):
+        out += [f"{DAYS[(i + 1) % 7]} comes after {d}.", f"{DAYS[i - 1]} comes before {d}."]
+    for i, m in enumerate(MONTHS):
+        out += [f"{MONTHS[(i + 1) % 12]} comes after {m}.", f"{MONTHS[i - 1]} comes before {m}."]
+    for pet in PETS:
+        out.append(f"A {pet} can be a good pet.")
+    return out
+
+
+def arithmetic_sentence(rng: random.Random) -> str:
+    a, b = rng.randint(0, 50), rng.randint(0, 50)
+    op = rng.choice(["plus", "minus", "times", "bigger", "smaller"])
+    w = number_words
+    if op == "plus":
+        return f"{w(a).capitalize()} plus {w(b)} is {w(a + b)}."
+    if op == "minus":
+        a, b = max(a, b), min(a, b)
+        return f"{w(a).capitalize()} minus {w(b)} is {w(a - b)}."
+    if op == "times":
+        a, b = a % 11, b % 11
+        return f"{w(a).capitalize()} times {w(b)} is {w(a * b)}."
+    if a == b:
+        b += 1
+    pick = max(a, b) if op == "bigger" else min(a, b)
+    return f"Between {w(a)} and {w(b)}, {w(pick)} is {op}."
+
+
+def text_corpus(rng: random.Random, n: int) -> list[str]:
+    """`n` lines of plain text: facts (all of them, repeated), arithmetic and grammar sentences."""
+    facts = fact_sentences()
+    rng.shuffle(facts)
+    lines = [facts[i % len(facts)] for i in range(min(n, 3 * len(facts)))]
+    while len(lines) < n:
+        lines.append(arithmetic_sentence(rng) if rng.random() < 0.3 else grammar_sentence(rng))
+    rng.shuffle(lines)
+    return lines

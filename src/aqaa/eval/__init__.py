@@ -1,0 +1,1 @@
+"""Evaluation: ASR judge, text normalization, speech-control metrics, harness and cascade baseline."""

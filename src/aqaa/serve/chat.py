@@ -1,0 +1,58 @@
+"""`aqaa chat`: answer one or more spoken user turns of a conversation with speech.
+
+The engine is the shipped aqaa model when one is installed; until the default model ships (issue: Ship the
+default model) the command answers with the cascade baseline and says so on stderr, so the command line that
+users and scripts call never changes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from aqaa.audio.io import AudioLimits, load_audio, save_wav
+from aqaa.errors import AqaaInputError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default"
+
+
+def open_session(model: str | None):
+    """A conversation session of the engine that `model` names (None: the shipped default)."""
+    if model is not None and not Path(model).is_dir():
+        raise AqaaInputError(f"{model}: no such model folder")
+    folder = Path(model) if model else DEFAULT_MODEL
+    if (folder / "aqaa.json").exists():
+        raise AqaaInputError(f"{folder}: aqaa model folders are not supported by this version yet")
+    if model is not None:
+        raise AqaaInputError(f"{model}: not an aqaa model folder (no aqaa.json)")
+    print("aqaa: no aqaa model is shipped yet; answering with the cascade baseline "
+          "(Whisper tiny.en -> SmolLM2-135M -> Piper)", file=sys.stderr)
+    from aqaa.eval.cascade import CascadeSession
+
+    return CascadeSession()
+
+
+def chat(inputs: list[str], output: str, model: str | None = None, limits: AudioLimits | None = None) -> dict:
+    """Answer each input in turn; the last answer goes to `output`. Returns the SPEC --json summary."""
+    # Validate every input before loading any model: bad input fails fast and loses nothing.
+    turns = [load_audio(path, limits) for path in inputs]
+    for audio in turns:
+        for warning in audio.warnings:
+            print(f"aqaa: warning: {warning}", file=sys.stderr)
+    session = open_session(model)
+    result = None
+    for audio in turns:
+        result = session.answer(audio.samples, audio.sample_rate)
+    assert result is not None
+    save_wav(output, result.samples, result.sample_rate)
+    return {
+        "text": result.text,
+        "first_audio_ms": round(result.first_audio_ms, 1),
+        "audio_s": round(result.audio_s, 3),
+        "rtf": round(result.rtf, 4),
+        "engine": session.name,
+        "heard": result.query_text,
+        "timeline": result.timeline,
+        "load_s": round(session.load_s, 2),
+        "output": str(output),
+    }

@@ -1,0 +1,49 @@
+"""The real `aqaa` command on real files: the SPEC command-line contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+AQAA = [sys.executable, "-m", "aqaa.cli"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*AQAA, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_chat_on_non_audio_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("definitely not a wav file\n")
+    proc = run("chat", str(bad), "-o", str(tmp_path / "out.wav"))
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a readable audio file" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_chat_on_missing_file_exits_2(tmp_path):
+    proc = run("chat", str(tmp_path / "none.wav"), "-o", str(tmp_path / "out.wav"))
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_chat_answers_the_example_question_with_speech(tmp_path):
+    out = tmp_path / "answer.wav"
+    proc = run("chat", str(ROOT / "examples" / "question.wav"), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"text", "first_audio_ms", "audio_s", "rtf"} <= summary.keys()
+    assert "tokyo" in summary["text"].lower()
+    samples, rate = sf.read(out)
+    assert rate >= 16000 and abs(len(samples) / rate - summary["audio_s"]) < 0.01
+    assert np.sqrt(np.mean(samples**2)) > 0.01  # speech, not silence
+    assert 0 < summary["first_audio_ms"] and summary["rtf"] > 0

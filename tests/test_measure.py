@@ -1,0 +1,39 @@
+"""Control metrics are measured as asked: a slowed / louder / higher rendering is measured as such."""
+
+from __future__ import annotations
+
+from aqaa.audio.measure import measure, semitones
+from aqaa.data.voices import Style, synthesize
+
+TEXT = "Good morning, have a nice day."
+
+
+def _m(style: Style):
+    samples, rate = synthesize("joe", TEXT, style)
+    return measure(samples, rate, TEXT)
+
+
+def test_neutral_measure_is_plausible():
+    m = _m(Style())
+    assert 1.0 < m.speech_s < 4.0
+    assert abs(m.rms_db - (-26.0)) < 0.5  # set_level targets -26 dBFS of speech
+    assert 60 < m.f0_hz < 200  # an adult male voice
+
+
+def test_slow_fast_loud_soft_high_low_are_measured_as_such():
+    neutral = _m(Style())
+    assert _m(Style(rate=0.7)).speech_s / neutral.speech_s > 1.25
+    assert neutral.speech_s / _m(Style(rate=1.4)).speech_s > 1.2
+    assert _m(Style(level_db=-16)).rms_db - neutral.rms_db > 8
+    assert neutral.rms_db - _m(Style(level_db=-36)).rms_db > 8
+    assert semitones(_m(Style(pitch=4)).f0_hz, neutral.f0_hz) > 3
+    assert semitones(neutral.f0_hz, _m(Style(pitch=-4)).f0_hz) > 3
+
+
+def test_text_normalization_treats_digits_and_words_alike():
+    from aqaa.eval.text import contains_answer, normalize, wer
+
+    assert normalize("Seven plus 5 is Twelve!") == "seven plus five is twelve"
+    assert wer("What is seventy-two minus 3?", "what is 72 minus three") == 0.0
+    assert contains_answer("The answer is 12.", ["twelve"])
+    assert not contains_answer("The answer is 120.", ["twelve"])
