@@ -18,7 +18,7 @@ class SpeechMeasure:
     speech_s: float  # from the first to the last non-silent frame
     rate_cps: float  # letters of the text per second of speech (0 when no text is given)
     rms_db: float  # RMS of the non-silent frames, dB re full scale
-    f0_hz: float  # median F0 over voiced frames (pYIN); nan when nothing is voiced
+    f0_hz: float  # median F0 over voiced frames (Praat); nan when nothing is voiced
 
     def to_dict(self) -> dict[str, float]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else round(v, 4)) for k, v in asdict(self).items()}
@@ -53,15 +53,18 @@ def rms_db(samples: np.ndarray, sample_rate: int) -> float:
     return float(10 * np.log10(np.mean(active.astype(np.float64) ** 2) + 1e-12))
 
 
-def median_f0(samples: np.ndarray, sample_rate: int, fmin: float = 55.0, fmax: float = 450.0) -> float:
-    """Median F0 of voiced frames with pYIN, 64 ms frames every 10 ms (a coarser hop makes the median of a short phrase jumpy)."""
-    if sample_rate != 16_000:
-        samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=16_000)
-        sample_rate = 16_000
-    f0, voiced, _ = librosa.pyin(
-        samples.astype(np.float32), fmin=fmin, fmax=fmax, sr=sample_rate, frame_length=1024, hop_length=160
-    )
-    f0 = f0[voiced & np.isfinite(f0)]
+def median_f0(samples: np.ndarray, sample_rate: int, floor: float = 60.0, ceiling: float = 500.0) -> float:
+    """Median F0 (Hz) of voiced 10 ms frames, by Praat's autocorrelation pitch tracker (parselmouth).
+
+    Praat rather than librosa.pyin: on short phrases ("Excuse me.") pYIN marked few frames voiced and made octave
+    errors (a +3.5 semitone shift measured as -12.9), and it is ~50x slower (250 ms vs 5 ms a phrase).
+    """
+    import parselmouth
+
+    sound = parselmouth.Sound(np.asarray(samples, dtype=np.float64), sampling_frequency=sample_rate)
+    pitch = sound.to_pitch_ac(time_step=0.01, pitch_floor=floor, pitch_ceiling=ceiling)
+    f0 = pitch.selected_array["frequency"]
+    f0 = f0[f0 > 0]
     return float(np.median(f0)) if f0.size else float("nan")
 
 
@@ -69,8 +72,8 @@ def measure(samples: np.ndarray, sample_rate: int, text: str = "") -> SpeechMeas
     speech = speech_seconds(samples, sample_rate)
     letters = sum(ch.isalnum() for ch in text)
     return SpeechMeasure(
-        speech_s=speech,
-        rate_cps=letters / speech if speech > 0 and letters else 0.0,
+        speech_s=float(speech),
+        rate_cps=float(letters / speech) if speech > 0 and letters else 0.0,
         rms_db=rms_db(samples, sample_rate),
         f0_hz=median_f0(samples, sample_rate),
     )

@@ -22,8 +22,8 @@ from aqaa.data.sentences import grammar_sentence, text_corpus, fact_sentences, a
 from aqaa.data.voices import ASSISTANT_VOICE, VOICES, Style
 
 # Query voices; the test split speaks only in voices the training data never uses.
-TRAIN_VOICES = ["joe", "espeak-us", "espeak-us-f3", "espeak-029", "espeak-gb-m3", "kal", "slt"]
-TEST_VOICES = ["ked", "espeak-us-f2", "espeak-rp-f4"]
+TRAIN_VOICES = ["joe", "espeak-us", "espeak-us-m1", "espeak-us-f3", "espeak-gb-m3", "kal", "slt"]
+TEST_VOICES = ["ked", "espeak-rp", "espeak-us-f2"]
 
 # How the assistant renders a controlled answer (SPEC speech control), and the opposite used as a "wrong" sample.
 ANSWER_STYLES: dict[tuple[str, str], Style] = {
@@ -72,7 +72,7 @@ def _query_render(rng: random.Random, split: str, prop: dict | None) -> QueryRen
     if prop is not None:
         axis, value = prop["axis"], prop["value"]
         if axis == "rate":
-            style = Style(rate=rng.uniform(1.45, 1.6) if value == "fast" else rng.uniform(0.62, 0.7),
+            style = Style(rate=rng.uniform(1.35, 1.45) if value == "fast" else rng.uniform(0.65, 0.72),
                           pitch=style.pitch, level_db=style.level_db)
         elif axis == "volume":
             style = Style(rate=style.rate, pitch=style.pitch,

@@ -1,0 +1,80 @@
+"""`aqaa data synth` on a tiny size: manifests per SPEC, held-out voices, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from aqaa.data.synth import TEST_VOICES, TRAIN_VOICES, _query_render, plan_items, render_item, synth
+from aqaa.data.voices import VOICES
+
+N = 12
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("spokenqa")
+    return out, synth(out, N, seed=3, sentences=4, text_lines=30, workers=2, progress=False)
+
+
+def _records(out: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+
+
+def test_manifests_follow_spec(tiny):
+    out, summary = tiny
+    assert summary["train"] + summary["valid"] + summary["test"] == N and summary["test"] >= 1
+    for split in ("train", "valid", "test"):
+        for rec in _records(out, split):
+            assert {"id", "category", "audio", "answer", "control", "context"} <= rec.keys()
+            assert (out / rec["audio"]).is_file() and (out / rec["answer_audio"]).is_file()
+            assert isinstance(rec["answer"], list) and rec["split"] == split
+            for turn in rec["turns"]:
+                m = turn["answer"]["measure"]
+                assert m["speech_s"] > 0 and m["rms_db"] < 0 and m["f0_hz"] > 50
+            for ctx in rec["context"]:
+                assert (out / ctx["audio"]).is_file() and ctx["answer_text"]
+    sentences = [json.loads(x) for x in (out / "pretrain" / "sentences.jsonl").read_text().splitlines()]
+    assert len(sentences) == 4 and all((out / s["audio"]).is_file() and s["text"] for s in sentences)
+    assert len((out / "pretrain" / "text.txt").read_text().splitlines()) == 30
+
+
+def test_test_split_speaks_only_held_out_voices(tiny):
+    out, _ = tiny
+    assert not set(TRAIN_VOICES) & set(TEST_VOICES)
+    for split, pool in (("train", TRAIN_VOICES), ("test", TEST_VOICES)):
+        for rec in _records(out, split):
+            assert {t["query"]["voice"] for t in rec["turns"]} <= set(pool)
+            assert all(t["answer"]["voice"] == "joe" for t in rec["turns"])
+
+
+def test_rerun_resumes_and_is_deterministic(tiny):
+    out, _ = tiny
+    victim = out / "items" / "sqa-000004.json"
+    before = (out / "audio" / "sqa-000004" / "q0.wav").read_bytes()
+    victim.unlink()
+    summary = synth(out, N, seed=3, sentences=4, text_lines=30, workers=1, progress=False)
+    assert summary["rendered_now"] == 1 and victim.exists()
+    assert (out / "audio" / "sqa-000004" / "q0.wav").read_bytes() == before  # same seed, same audio
+
+
+def test_voice_understanding_pitch_picks_high_and_low_voices():
+    rng = random.Random(0)
+    for split in ("train", "test"):
+        for value in ("high", "low"):
+            for _ in range(20):
+                r = _query_render(rng, split, {"axis": "pitch", "value": value})
+                assert (VOICES[r.voice].base_f0 >= 170) == (value == "high")
+                assert (r.style.pitch > 0) == (value == "high")
+
+
+def test_control_items_render_neutral_and_opposite(tmp_path):
+    plan = next(p for p in plan_items(60, seed=1) if p.dialogue.category == "speech_control")
+    rec = render_item(plan, tmp_path)
+    turn = rec["turns"][-1]
+    for key in ("answer", "neutral", "opposite"):
+        assert (tmp_path / turn[key]["audio"]).is_file()
+    assert rec["control"] == turn["control"] and rec["control"]["axis"] in ("rate", "volume", "pitch")
