@@ -54,6 +54,25 @@ def _cmd_data_check(args: argparse.Namespace) -> None:
     print(markdown(report))
 
 
+def _cmd_train_tokenizer(args: argparse.Namespace) -> None:
+    from aqaa.train.tokenizer import train_tokenizer
+
+    print(f"tokenizer saved to {train_tokenizer(args.data, args.out, args.preset, args.overrides)}")
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> None:
+    from aqaa.audio.io import load_audio
+    from aqaa.tokenizer.model import load_default_tokenizer
+
+    audio = load_audio(args.input)
+    tokens = load_default_tokenizer(args.tokenizer).encode(audio.samples).to_dict()
+    if args.json:
+        print(json.dumps(tokens))
+    else:
+        print(f"{tokens['duration_s']:.2f} s -> {len(tokens['linguistic'])} linguistic + {len(tokens['semantic'])} "
+              f"semantic tokens\ninterleaved: {tokens['interleaved'][:20]} ...")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aqaa", description="Audio Query -> Audio Answer speech-to-speech toolkit")
     sub = p.add_subparsers(dest="command", required=True)
@@ -70,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_cascade)
+
+    t = sub.add_parser("tokenize", help="audio -> linguistic + semantic tokens (SPEC JSON with --json)")
+    t.add_argument("input")
+    t.add_argument("--tokenizer", help="tokenizer folder (default: the shipped one)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_cmd_tokenize)
+
+    tr = sub.add_parser("train", help="training recipes").add_subparsers(dest="train_cmd", required=True)
+    t = tr.add_parser("tokenizer", help="fit the linguistic k-means and train the semantic FSQ codec (resumable)")
+    t.add_argument("--data", required=True, help="a folder made by `aqaa data synth`")
+    t.add_argument("--out", required=True, help="tokenizer folder to write")
+    t.add_argument("--preset", default="default", choices=["tiny", "default"])
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=500 tokenizer.semantic.channels=128")
+    t.set_defaults(func=_cmd_train_tokenizer)
 
     d = sub.add_parser("data", help="synthesize and check SpokenQA data").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="render SpokenQA dialogues and pre-training corpora (resumable)")

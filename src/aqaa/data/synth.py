@@ -31,8 +31,8 @@ ANSWER_STYLES: dict[tuple[str, str], Style] = {
     ("rate", "fast"): Style(rate=1.4),
     ("volume", "loud"): Style(level_db=-16.0),
     ("volume", "soft"): Style(level_db=-36.0),
-    ("pitch", "high"): Style(pitch=3.5),
-    ("pitch", "low"): Style(pitch=-3.5),
+    ("pitch", "high"): Style(pitch=4.5),
+    ("pitch", "low"): Style(pitch=-4.5),
 }
 OPPOSITE = {"slow": "fast", "fast": "slow", "loud": "soft", "soft": "loud", "high": "low", "low": "high"}
 NOISE_PROB = 0.3

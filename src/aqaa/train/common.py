@@ -1,0 +1,84 @@
+"""Small pieces every training recipe shares: metrics JSONL, atomic checkpoints, key=value overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """`key=value` (dotted keys reach nested dataclasses), values parsed as JSON when they parse."""
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        obj = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            obj = getattr(obj, p)
+        if not dataclasses.is_dataclass(obj) or parts[-1] not in {f.name for f in dataclasses.fields(obj)}:
+            raise ValueError(f"unknown setting {key!r}")
+        setattr(obj, parts[-1], value)
+    return cfg
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors, written to a temp file and renamed: a killed writer never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, path)
+
+
+class Metrics:
+    """Append-only JSONL; a resumed run keeps appending to the same file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, **row) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def rows(self) -> list[dict]:
+        return [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    scheduler=None, extra: dict | None = None) -> None:
+    """Model as safetensors, optimizer/scheduler/torch RNG as a weights-only torch file; the folder is swapped
+    atomically. Recipes draw batches from an RNG seeded by (seed, step), so the data position is the step."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_tensors(model.state_dict(), tmp / "model.safetensors")
+    torch.save({
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "torch_rng": torch.get_rng_state(),
+    }, tmp / "state.pt")
+    (tmp / "trainer.json").write_text(json.dumps({"step": step, **(extra or {})}))
+    old = folder.with_name(f".{folder.name}.old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        import shutil
+
+        shutil.rmtree(old)
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> dict:
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    state = torch.load(folder / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return json.loads((folder / "trainer.json").read_text())

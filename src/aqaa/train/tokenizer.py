@@ -1,0 +1,175 @@
+"""`aqaa train tokenizer`: fit the linguistic k-means and train the semantic FSQ codec on synthesized speech.
+
+Stage 1 (linguistic) is saved on its own as soon as it is fitted; stage 2 (semantic) checkpoints every
+`ckpt_every` steps and a killed run resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from aqaa.tokenizer.features import HOP, log_mel
+from aqaa.tokenizer.interleave import pad_to_groups
+from aqaa.tokenizer.linguistic import whisper_features
+from aqaa.tokenizer.model import PRESETS, DualTokenizer, TokenizerConfig
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint, save_tensors
+
+F0_REF = math.log(120.0)  # log F0 targets are (log f0 - log 120 Hz) / 0.5
+
+
+@dataclass
+class TokenizerTrainConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    steps: int = 3000
+    batch: int = 16
+    crop_frames: int = 240  # 2.4 s
+    lr: float = 2e-3
+    f0_weight: float = 1.0
+    voicing_weight: float = 0.2
+    ckpt_every: int = 250
+    seed: int = 0
+    max_files: int = 0  # 0: all
+
+
+def training_wavs(data_dir: Path, splits: tuple[str, ...] = ("train",)) -> list[Path]:
+    """Every rendering of the given splits (queries, answers, control variants) plus the spoken sentences."""
+    paths: list[str] = []
+    for split in splits:
+        for line in (data_dir / f"{split}.jsonl").read_text().splitlines():
+            for turn in json.loads(line)["turns"]:
+                paths += [turn[k]["audio"] for k in ("query", "answer", "neutral", "opposite") if k in turn]
+    sentences = data_dir / "pretrain" / "sentences.jsonl"
+    if sentences.exists():
+        paths += [json.loads(x)["audio"] for x in sentences.read_text().splitlines() if json.loads(x)["split"] in splits]
+    return [data_dir / p for p in sorted(set(paths))]
+
+
+def f0_track(samples: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Praat F0 interpolated to the causal mel frames' centres: (normalized log F0, voiced 0/1)."""
+    import parselmouth
+
+    pitch = parselmouth.Sound(samples.astype(np.float64), 16_000).to_pitch_ac(time_step=0.01, pitch_floor=60,
+                                                                              pitch_ceiling=500)
+    f0, times = pitch.selected_array["frequency"], pitch.xs()
+    centres = (HOP * (np.arange(n_frames) + 1) - 512) / 16_000
+    voiced = np.interp(centres, times, (f0 > 0).astype(float), left=0, right=0) > 0.5
+    logf = np.interp(centres, times[f0 > 0], np.log(f0[f0 > 0])) if (f0 > 0).any() else np.zeros(n_frames)
+    return ((logf - F0_REF) / 0.5).astype(np.float32), voiced.astype(np.float32)
+
+
+def _load(path: Path) -> np.ndarray:
+    x, rate = sf.read(path, dtype="float32")
+    if rate != 16_000:
+        raise ValueError(f"{path}: expected 16 kHz, got {rate}")
+    return x if x.ndim == 1 else x.mean(1)
+
+
+def fit_linguistic(tok: DualTokenizer, wavs: list[Path], seed: int) -> dict:
+    from sklearn.cluster import MiniBatchKMeans
+
+    feats = [whisper_features(pad_to_groups(_load(p))) for p in tqdm(wavs, desc="whisper features")]
+    x = np.concatenate(feats).astype(np.float32)
+    mean, std = x.mean(0), x.std(0) + 1e-5
+    k = tok.cfg.linguistic.codes
+    km = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=3, max_iter=200, random_state=seed, compute_labels=True)
+    km.fit((x - mean) / std)
+    tok.linguistic.mean.copy_(torch.from_numpy(mean))
+    tok.linguistic.std.copy_(torch.from_numpy(std))
+    tok.linguistic.centroids.copy_(torch.from_numpy(km.cluster_centers_.astype(np.float32)))
+    used = np.bincount(km.labels_, minlength=k)
+    return {"vectors": len(x), "inertia_per_vector": float(km.inertia_ / len(x)), "train_dead": int((used == 0).sum())}
+
+
+def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConfig, work: Path, metrics: Metrics) -> None:
+    codec = tok.semantic.train()
+    data = []
+    for p in tqdm(wavs, desc="mel + F0"):
+        x = pad_to_groups(_load(p))
+        mel = log_mel(x)
+        data.append((mel, *map(torch.from_numpy, f0_track(x, mel.shape[1]))))
+    allmel = torch.cat([d[0] for d in data], 1)
+    codec.mel_mean.copy_(allmel.mean(1, keepdim=True))
+    codec.mel_std.copy_(allmel.std(1, keepdim=True) + 1e-3)
+    opt = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    ckpt, start = work / "semantic_ckpt", 0
+    if (ckpt / "trainer.json").exists():
+        start = load_checkpoint(ckpt, codec, opt, sched)["step"]
+        print(f"resuming semantic codec training at step {start}")
+    crop = cfg.crop_frames
+    bar = tqdm(range(start, cfg.steps), desc="semantic codec", initial=start, total=cfg.steps)
+    for step in bar:
+        rng = np.random.default_rng([cfg.seed, step])  # the data position is the step: exact resume
+        mels, f0s, vs = [], [], []
+        for i in rng.integers(0, len(data), cfg.batch):
+            mel, f0, v = data[i]
+            n = mel.shape[1]
+            if n > crop:
+                o = int(rng.integers(0, (n - crop) // 4 + 1)) * 4
+                mel, f0, v = mel[:, o : o + crop], f0[o : o + crop], v[o : o + crop]
+            pad = crop - mel.shape[1]
+            mels.append(F.pad(mel, (0, pad), value=math.log(1e-5)))
+            f0s.append(F.pad(f0, (0, pad)))
+            vs.append(F.pad(v, (0, pad)))
+        mel, f0, v = torch.stack(mels), torch.stack(f0s), torch.stack(vs)
+        out, idx = codec(mel)
+        target = (mel - codec.mel_mean) / codec.mel_std
+        mel_loss = F.l1_loss(out[:, :80], target)
+        f0_loss = ((out[:, 80] - f0).abs() * v).sum() / v.sum().clamp(min=1)
+        v_loss = F.binary_cross_entropy_with_logits(out[:, 81], v)
+        loss = mel_loss + cfg.f0_weight * f0_loss + cfg.voicing_weight * v_loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 25 == 0 or step == cfg.steps - 1:
+            used = int(torch.unique(idx).numel())
+            bar.set_postfix(mel=f"{mel_loss.item():.3f}", f0=f"{f0_loss.item():.3f}", codes=used)
+            metrics.log(stage="semantic", step=step, loss=loss.item(), mel_l1=mel_loss.item(), f0_l1=f0_loss.item(),
+                        voicing_bce=v_loss.item(), codes_in_batch=used, lr=sched.get_last_lr()[0], time=time.time())
+        if (step + 1) % cfg.ckpt_every == 0 or step == cfg.steps - 1:
+            save_checkpoint(ckpt, codec, opt, step + 1, sched)
+    codec.eval()
+
+
+def train_tokenizer(data_dir: str | Path, out_dir: str | Path, preset: str = "default",
+                    overrides: list[str] | None = None) -> Path:
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    cfg = TokenizerTrainConfig(tokenizer=TokenizerConfig.from_dict(asdict(PRESETS[preset])))
+    if preset == "tiny":
+        cfg.steps, cfg.ckpt_every, cfg.batch = 30, 10, 4
+    apply_overrides(cfg, overrides or [])
+    torch.manual_seed(cfg.seed)
+    work = out_dir.with_name(out_dir.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    metrics = Metrics(work / "metrics.jsonl")
+    wavs = training_wavs(data_dir)
+    if cfg.max_files:
+        wavs = wavs[: cfg.max_files]
+    if not wavs:
+        raise ValueError(f"{data_dir}: no training audio found (run `aqaa data synth` first)")
+    tok = DualTokenizer(cfg.tokenizer)
+    lin_file = work / "linguistic.safetensors"
+    if lin_file.exists():
+        tok.linguistic.load_state_dict(load_file(lin_file))
+    else:
+        info = fit_linguistic(tok, wavs, cfg.seed)
+        metrics.log(stage="linguistic", **info)
+        save_tensors(tok.linguistic.state_dict(), lin_file)
+    train_semantic(tok, wavs, cfg, work, metrics)
+    tok.save(out_dir)
+    return out_dir
