@@ -1,0 +1,240 @@
+"""Tokenizer benchmark and probes -> reports/tokenizer.{json,md}.
+
+    .venv/bin/python scripts/bench_tokenizer.py --tokenizer TOK_DIR --data data/spokenqa [--probe-steps 1500]
+
+- throughput (offline, both streams) in x real time, per stream; streaming latency per 120 ms chunk;
+- streaming vs offline token agreement;
+- codebook health per stream: usage perplexity and dead codes, on the training audio and on held-out audio;
+- probes on held-out speech: content (a CTC character probe: CER) and prosody (logistic regression on a bag of
+  codes: fast/slow, loud/soft, high/low accuracy) for each stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from aqaa.tokenizer.model import DualTokenizer, stream_encode
+
+torch.set_num_threads(2)
+
+
+def load(path: Path) -> np.ndarray:
+    return sf.read(path, dtype="float32")[0]
+
+
+def renderings(data: Path, split: str) -> list[dict]:
+    """Every rendering in a split, with text and, where known, a prosody label (axis, value)."""
+    rows = []
+    for line in (data / f"{split}.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        for turn in rec["turns"]:
+            prop = turn.get("query_property")
+            rows.append({**turn["query"], "label": (prop["axis"], {"quiet": "soft"}.get(prop["value"], prop["value"]))
+                         if prop else None})
+            ctl = turn.get("control")
+            rows.append({**turn["answer"], "label": (ctl["axis"], ctl["direction"]) if ctl else None})
+            if ctl:
+                opp = {"slow": "fast", "fast": "slow", "loud": "soft", "soft": "loud", "high": "low", "low": "high"}
+                rows.append({**turn["opposite"], "label": (ctl["axis"], opp[ctl["direction"]])})
+                rows.append({**turn["neutral"], "label": None})
+    sent = data / "pretrain" / "sentences.jsonl"
+    if split == "train" and sent.exists():
+        rows += [{**json.loads(x), "label": None} for x in sent.read_text().splitlines()]
+    return rows
+
+
+def health(codes: list[np.ndarray], k: int) -> dict:
+    counts = np.bincount(np.concatenate(codes), minlength=k).astype(float)
+    p = counts / counts.sum()
+    ent = -(p[p > 0] * np.log(p[p > 0])).sum()
+    return {"tokens": int(counts.sum()), "perplexity": round(float(math.exp(ent)), 1), "codes": k,
+            "dead_fraction": round(float((counts == 0).mean()), 4)}
+
+
+CHARS = " abcdefghijklmnopqrstuvwxyz'"
+
+
+def ctc_probe(train: list[tuple[np.ndarray, str]], test: list[tuple[np.ndarray, str]], k: int, up: int,
+              steps: int, seed: int = 0) -> float:
+    """A small BiGRU CTC probe, tokens -> characters; returns test CER (greedy decoding)."""
+    import jiwer
+
+    from aqaa.eval.text import normalize
+
+    torch.manual_seed(seed)
+    enc = lambda s: [CHARS.index(c) + 1 for c in normalize(s) if c in CHARS]  # noqa: E731
+    emb = torch.nn.Embedding(k, 128)
+    rnn = torch.nn.GRU(128, 128, num_layers=2, batch_first=True, bidirectional=True)
+    out = torch.nn.Linear(256, len(CHARS) + 1)
+    params = [*emb.parameters(), *rnn.parameters(), *out.parameters()]
+    opt = torch.optim.Adam(params, lr=2e-3)
+    ctc = torch.nn.CTCLoss(zero_infinity=True)
+    rng = np.random.default_rng(seed)
+
+    def forward(batch):
+        lens = torch.tensor([len(c) * up for c, _ in batch])
+        x = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(c).repeat_interleave(up) for c, _ in batch], batch_first=True)
+        h, _ = rnn(emb(x))
+        return out(h).log_softmax(-1), lens
+
+    for _ in tqdm(range(steps), desc=f"ctc probe k={k}", leave=False):
+        batch = [train[i] for i in rng.integers(0, len(train), 16)]
+        logp, lens = forward(batch)
+        targets = [torch.tensor(enc(t)) for _, t in batch]
+        loss = ctc(logp.transpose(0, 1), torch.cat(targets), lens, torch.tensor([len(t) for t in targets]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    refs, hyps = [], []
+    with torch.no_grad():
+        for i in range(0, len(test), 32):
+            batch = test[i : i + 32]
+            logp, lens = forward(batch)
+            for b, (_, text) in enumerate(batch):
+                best = logp[b, : lens[b]].argmax(-1).tolist()
+                chars, prev = [], 0
+                for c in best:
+                    if c != prev and c != 0:
+                        chars.append(CHARS[c - 1])
+                    prev = c
+                refs.append(normalize(text))
+                hyps.append("".join(chars).strip() or "-")
+    return float(jiwer.cer(refs, hyps))
+
+
+def prosody_probe(train, test, k: int) -> dict:
+    """Logistic regression on normalized code histograms; accuracy per axis on held-out renderings."""
+    from sklearn.linear_model import LogisticRegression
+
+    res = {}
+    for axis, values in (("rate", ("slow", "fast")), ("volume", ("loud", "soft")), ("pitch", ("high", "low"))):
+        def xy(rows):
+            xs = [np.bincount(c, minlength=k) / max(len(c), 1) for c, lab in rows if lab and lab[0] == axis]
+            ys = [values.index(lab[1]) for c, lab in rows if lab and lab[0] == axis]
+            return np.array(xs), np.array(ys)
+
+        xtr, ytr = xy(train)
+        xte, yte = xy(test)
+        if len(set(ytr)) < 2 or len(yte) == 0:
+            continue
+        clf = LogisticRegression(max_iter=2000, C=1.0).fit(xtr, ytr)
+        res[axis] = {"n_test": int(len(yte)), "accuracy": round(float((clf.predict(xte) == yte).mean()), 3)}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--probe-steps", type=int, default=1500)
+    ap.add_argument("--out", default="reports")
+    args = ap.parse_args()
+    tok = DualTokenizer.load(args.tokenizer)
+    data = Path(args.data)
+    train_rows, test_rows = renderings(data, "train"), renderings(data, "test") + renderings(data, "valid")
+    kl, ks = tok.cfg.linguistic.codes, tok.cfg.semantic.codes
+
+    # warm-up, then throughput on held-out clips
+    tok.encode(load(data / test_rows[0]["audio"]))
+    audio_s = t_lin = t_sem = 0.0
+    from aqaa.tokenizer.interleave import pad_to_groups
+
+    test_codes = []
+    for r in tqdm(test_rows, desc="encode held-out"):
+        x = load(data / r["audio"])
+        padded = pad_to_groups(x)
+        t0 = time.perf_counter()
+        lin = tok.encode_linguistic(padded)
+        t1 = time.perf_counter()
+        sem = tok.encode_semantic(padded)
+        t2 = time.perf_counter()
+        t_lin, t_sem, audio_s = t_lin + t1 - t0, t_sem + t2 - t1, audio_s + len(x) / 16000
+        test_codes.append((lin, sem, r))
+    train_codes = [(tok.encode_linguistic(pad_to_groups(x := load(data / r["audio"]))),
+                    tok.encode_semantic(pad_to_groups(x)), r) for r in tqdm(train_rows, desc="encode train")]
+
+    # streaming: latency per 120 ms chunk and agreement with offline
+    lat, agree_l, agree_s = [], [], []
+    for lin, sem, r in test_codes[:40]:
+        x = load(data / r["audio"])
+        enc = tok.start()
+        for i in range(0, len(x), 1920):
+            t0 = time.perf_counter()
+            enc.step(x[i : i + 1920])
+            lat.append(1000 * (time.perf_counter() - t0))
+        on = stream_encode(tok, x, 1920)
+        agree_l.append(np.mean(on.linguistic == lin))
+        agree_s.append(np.mean(on.semantic == sem))
+
+    report = {
+        "tokenizer": str(args.tokenizer), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "held_out_audio_s": round(audio_s, 1),
+        "throughput_x_realtime": {"both": round(audio_s / (t_lin + t_sem), 1), "linguistic": round(audio_s / t_lin, 1),
+                                  "semantic": round(audio_s / t_sem, 1)},
+        "streaming": {"chunk_ms": 120, "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
+                      "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
+                      "lookahead_ms": 120 * tok.cfg.stream_lookahead_groups,
+                      "agreement_linguistic": round(float(np.mean(agree_l)), 4),
+                      "agreement_semantic": round(float(np.mean(agree_s)), 4)},
+        "health": {
+            "linguistic": {"train": health([c[0] for c in train_codes], kl), "held_out": health([c[0] for c in test_codes], kl)},
+            "semantic": {"train": health([c[1] for c in train_codes], ks), "held_out": health([c[1] for c in test_codes], ks)},
+        },
+    }
+    probes = {}
+    for name, idx, k, up in (("linguistic", 0, kl, 3), ("semantic", 1, ks, 2)):
+        tr = [(c[idx], c[2]["text"]) for c in train_codes]
+        te = [(c[idx], c[2]["text"]) for c in test_codes]
+        probes[name] = {
+            "content_cer": round(ctc_probe(tr, te, k, up, args.probe_steps), 4),
+            "prosody": prosody_probe([(c[idx], c[2]["label"]) for c in train_codes],
+                                     [(c[idx], c[2]["label"]) for c in test_codes], k),
+        }
+    report["probes"] = probes
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "tokenizer.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "tokenizer.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(r: dict) -> str:
+    t, s, h, p = r["throughput_x_realtime"], r["streaming"], r["health"], r["probes"]
+    lines = [
+        "# Dual-codebook tokenizer: benchmark and probes", "",
+        f"Measured by `scripts/bench_tokenizer.py` on {r['cores']} CPU cores over {r['held_out_audio_s']} s of held-out "
+        "speech (SpokenQA test + valid splits: held-out voices and phrasings).", "",
+        "| measure | value |", "|---|---|",
+        f"| offline throughput, both streams | {t['both']} x real time |",
+        f"| linguistic only / semantic only | {t['linguistic']} x / {t['semantic']} x |",
+        f"| streaming step per 120 ms chunk, p50 / p95 | {s['latency_ms_p50']} / {s['latency_ms_p95']} ms |",
+        f"| linguistic look-ahead when streaming | {s['lookahead_ms']} ms |",
+        f"| streaming = offline tokens, linguistic / semantic | {100 * s['agreement_linguistic']:.1f}% / {100 * s['agreement_semantic']:.1f}% |",
+        "", "Codebook health", "", "| stream | data | tokens | usage perplexity | codes | dead |", "|---|---|---|---|---|---|",
+    ]
+    for stream in ("linguistic", "semantic"):
+        for part in ("train", "held_out"):
+            v = h[stream][part]
+            lines.append(f"| {stream} | {part} | {v['tokens']} | {v['perplexity']} | {v['codes']} | {100 * v['dead_fraction']:.1f}% |")
+    lines += ["", "Probes on held-out speech (each stream alone)", "",
+              "| stream | content: CTC character error rate (lower is better) | rate acc. | volume acc. | pitch acc. |",
+              "|---|---|---|---|---|"]
+    for stream in ("linguistic", "semantic"):
+        pr = p[stream]["prosody"]
+        acc = [f"{pr[a]['accuracy']:.3f} (n={pr[a]['n_test']})" if a in pr else "-" for a in ("rate", "volume", "pitch")]
+        lines.append(f"| {stream} | {p[stream]['content_cer']:.3f} | " + " | ".join(acc) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
