@@ -73,6 +73,29 @@ def _cmd_tokenize(args: argparse.Namespace) -> None:
               f"semantic tokens\ninterleaved: {tokens['interleaved'][:20]} ...")
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from aqaa.eval.harness import run_eval
+    from aqaa.eval.report import write_report
+
+    if not Path(args.manifest).is_file():
+        raise AqaaInputError(f"{args.manifest}: no such manifest")
+    if args.engine == "cascade":
+        from aqaa.eval.cascade import CascadeSession as factory
+    else:
+        from aqaa.serve.chat import open_session
+
+        factory = lambda: open_session(args.model)  # noqa: E731
+    records = run_eval(args.manifest, args.out, factory, args.engine, args.limit)
+    runs = {records[0].get("engine", args.engine) if records else args.engine: records}
+    for other in args.compare or []:
+        recs = [json.loads(p.read_text()) for p in sorted(Path(other, "items").glob("*.json"))]
+        if recs:
+            runs[recs[0].get("engine", other)] = recs
+    summary = write_report(args.out, runs, title=f"aqaa eval: {args.manifest}")
+    print((Path(args.out) / "report.md").read_text())
+    print(json.dumps(summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aqaa", description="Audio Query -> Audio Answer speech-to-speech toolkit")
     sub = p.add_subparsers(dest="command", required=True)
@@ -89,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_cascade)
+
+    e = sub.add_parser("eval", help="run an engine on a manifest and judge its spoken answers (resumable)")
+    e.add_argument("--manifest", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--engine", default="auto", choices=["auto", "cascade"],
+                   help="auto: what `aqaa chat` uses (the shipped model, else the cascade)")
+    e.add_argument("--model", default=None)
+    e.add_argument("--limit", type=int, default=None, help="only the first N items")
+    e.add_argument("--compare", nargs="*", help="other eval output folders to report side by side")
+    e.set_defaults(func=_cmd_eval)
 
     t = sub.add_parser("tokenize", help="audio -> linguistic + semantic tokens (SPEC JSON with --json)")
     t.add_argument("input")

@@ -1,0 +1,60 @@
+"""Judging one spoken answer: what it says (Whisper transcript) and how it says it (measurements).
+
+Speech control is judged against the same engine's *neutral* rendering of the same phrase, so a voice that is
+always slow does not pass "say it slowly" for free.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aqaa.audio.measure import SpeechMeasure, semitones
+from aqaa.eval.text import contains_answer, normalize, wer
+
+# Smallest change that counts as following a control instruction (direction and size).
+MIN_RATE_RATIO = 1.1  # duration ratio controlled / neutral (slow) or neutral / controlled (fast)
+MIN_LEVEL_DB = 3.0
+MIN_SEMITONES = 1.0
+
+OPPOSITE_WORDS = {
+    "fast": ["slow", "slowly"], "slow": ["fast", "quickly", "quick"],
+    "high": ["low"], "low": ["high"],
+    "loud": ["quiet", "quietly", "soft", "softly"], "quiet": ["loud", "loudly"],
+}
+
+
+def control_effect(axis: str, controlled: SpeechMeasure, neutral: SpeechMeasure) -> float:
+    """Size of the change in the axis' natural unit: rate -> duration ratio controlled / neutral, volume -> dB
+    difference, pitch -> semitones."""
+    if axis == "rate":
+        return controlled.speech_s / max(neutral.speech_s, 1e-6)
+    if axis == "volume":
+        return controlled.rms_db - neutral.rms_db
+    if math.isnan(controlled.f0_hz) or math.isnan(neutral.f0_hz):
+        return float("nan")
+    return semitones(controlled.f0_hz, neutral.f0_hz)
+
+
+def direction_ok(axis: str, direction: str, effect: float) -> bool:
+    if math.isnan(effect):
+        return False
+    if axis == "rate":
+        return effect >= MIN_RATE_RATIO if direction == "slow" else effect <= 1 / MIN_RATE_RATIO
+    if axis == "volume":
+        return effect >= MIN_LEVEL_DB if direction == "loud" else effect <= -MIN_LEVEL_DB
+    return effect >= MIN_SEMITONES if direction == "high" else effect <= -MIN_SEMITONES
+
+
+def judge_answer(item: dict, transcript: str, text_channel: str) -> dict:
+    """Content judgement shared by every category."""
+    accepted = item.get("answer") or []
+    correct = contains_answer(transcript, accepted) if accepted else None
+    prop = item.get("query_property")
+    if correct and prop:  # voice understanding: naming both options is not an answer
+        correct = not contains_answer(transcript, OPPOSITE_WORDS.get(prop["value"], []))
+    return {
+        "transcript": transcript,
+        "text": text_channel,
+        "answer_correct": correct,
+        "text_audio_wer": round(wer(text_channel, transcript), 4) if normalize(text_channel) else None,
+    }
