@@ -10,10 +10,10 @@ from pathlib import Path
 from aqaa.errors import AqaaInputError
 
 
-def _cmd_chat(args: argparse.Namespace) -> None:
+def _answer(args: argparse.Namespace, engine: str) -> None:
     from aqaa.serve.chat import chat
 
-    summary = chat(args.inputs, args.output, model=args.model)
+    summary = chat(args.inputs, args.output, model=getattr(args, "model", None), engine=engine)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -21,18 +21,12 @@ def _cmd_chat(args: argparse.Namespace) -> None:
               f"{summary['audio_s']:.2f} s of audio, RTF {summary['rtf']:.3f} -> {args.output}")
 
 
-def _cmd_cascade(args: argparse.Namespace) -> None:
-    from aqaa.audio.io import load_audio, save_wav
-    from aqaa.eval.cascade import CascadeSession
+def _cmd_chat(args: argparse.Namespace) -> None:
+    _answer(args, "auto")
 
-    turns = [load_audio(p) for p in args.inputs]
-    session = CascadeSession()
-    for audio in turns:
-        result = session.answer(audio.samples, audio.sample_rate)
-    save_wav(args.output, result.samples, result.sample_rate)
-    summary = {"text": result.text, "heard": result.query_text, "first_audio_ms": result.first_audio_ms,
-               "audio_s": round(result.audio_s, 3), "rtf": round(result.rtf, 4), "timeline": result.timeline}
-    print(json.dumps(summary) if args.json else f"{result.text}\n{result.timeline}")
+
+def _cmd_cascade(args: argparse.Namespace) -> None:
+    _answer(args, "cascade")
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> None:
@@ -79,12 +73,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     if not Path(args.manifest).is_file():
         raise AqaaInputError(f"{args.manifest}: no such manifest")
-    if args.engine == "cascade":
-        from aqaa.eval.cascade import CascadeSession as factory
-    else:
-        from aqaa.serve.chat import open_session
+    from aqaa.serve.chat import open_session
 
-        factory = lambda: open_session(args.model)  # noqa: E731
+    factory = lambda: open_session(args.model, args.engine)  # noqa: E731
     records = run_eval(args.manifest, args.out, factory, args.engine, args.limit)
     runs = {records[0].get("engine", args.engine) if records else args.engine: records}
     for other in args.compare or []:

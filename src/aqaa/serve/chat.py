@@ -16,8 +16,13 @@ from aqaa.errors import AqaaInputError
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 
-def open_session(model: str | None):
-    """A conversation session of the engine that `model` names (None: the shipped default)."""
+def open_session(model: str | None = None, engine: str = "auto"):
+    """A conversation session: `engine` "cascade" is the baseline; "auto" is the model in `model` (None: the
+    shipped default), or the cascade while no model ships."""
+    from aqaa.eval.cascade import CascadeSession
+
+    if engine == "cascade":
+        return CascadeSession()
     if model is not None and not Path(model).is_dir():
         raise AqaaInputError(f"{model}: no such model folder")
     folder = Path(model) if model else DEFAULT_MODEL
@@ -27,19 +32,18 @@ def open_session(model: str | None):
         raise AqaaInputError(f"{model}: not an aqaa model folder (no aqaa.json)")
     print("aqaa: no aqaa model is shipped yet; answering with the cascade baseline "
           "(Whisper tiny.en -> SmolLM2-135M -> Piper)", file=sys.stderr)
-    from aqaa.eval.cascade import CascadeSession
-
     return CascadeSession()
 
 
-def chat(inputs: list[str], output: str, model: str | None = None, limits: AudioLimits | None = None) -> dict:
+def chat(inputs: list[str], output: str, model: str | None = None, engine: str = "auto",
+         limits: AudioLimits | None = None) -> dict:
     """Answer each input in turn; the last answer goes to `output`. Returns the SPEC --json summary."""
     # Validate every input before loading any model: bad input fails fast and loses nothing.
     turns = [load_audio(path, limits) for path in inputs]
     for audio in turns:
         for warning in audio.warnings:
             print(f"aqaa: warning: {warning}", file=sys.stderr)
-    session = open_session(model)
+    session = open_session(model, engine)
     result = None
     for audio in turns:
         result = session.answer(audio.samples, audio.sample_rate)
