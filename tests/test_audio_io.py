@@ -143,6 +143,12 @@ def test_limits_are_configurable(tmp_path, speech):
         load_audio(path, AudioLimits(max_seconds=1.0))
 
 
+def test_huge_file_is_refused_before_decoding(tmp_path, speech):
+    path = _write(tmp_path / "s.wav", speech[0], speech[1], subtype="PCM_16")
+    with pytest.raises(AqaaInputError, match="MiB; the limit is"):
+        load_audio(path, AudioLimits(max_bytes=1000))
+
+
 def test_bytes_input_and_atomic_save(tmp_path, speech):
     out = save_wav(tmp_path / "sub" / "o.wav", speech[0], speech[1])
     assert not list(out.parent.glob(".*tmp"))

@@ -33,6 +33,7 @@ class AudioLimits:
     require_speech: bool = True
     clip_level: float = 0.999  # |x| at or above this counts as a clipped sample
     clip_fraction: float = 0.001  # more clipped samples than this fraction -> a warning
+    max_bytes: int = 200 * 1024 * 1024  # refuse before decoding: 60 s of even 8-channel float audio is far less
 
 
 @dataclass
@@ -136,8 +137,11 @@ def load_audio(
         raise AqaaInputError(f"{path}: no such file")
     if path.is_dir():
         raise AqaaInputError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise AqaaInputError(f"{path}: empty file")
+    if size > limits.max_bytes:
+        raise AqaaInputError(f"{path}: file is {size / 2**20:.0f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
 
     data, rate = _decode(path, limits)
     channels = data.shape[1]
