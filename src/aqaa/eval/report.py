@@ -129,11 +129,12 @@ def _plots(out: Path, runs: dict[str, list[dict]], summary: dict) -> None:
         for e, recs in runs.items():
             pts = [(r["control"]["direction"], r["control"]["effect"]) for r in recs
                    if "control" in r and r["control"]["axis"] == axis and r["control"]["effect"] is not None]
-            for d, val in pts:
-                ax.scatter([d], [val], alpha=0.6, label=e)
+            if pts:
+                ax.scatter([d for d, _ in pts], [v for _, v in pts], alpha=0.6, label=e)
         ax.set_title(axis)
         ax.set_ylabel(units[axis])
         ax.axhline(1.0 if axis == "rate" else 0.0, color="gray", lw=0.8)
+    axes[0].legend()
     fig.tight_layout()
     fig.savefig(out / "control.png", dpi=100)
     plt.close(fig)
