@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--probe-steps", type=int, default=1500)
     ap.add_argument("--out", default="reports")
+    ap.add_argument("--skip-probes", action="store_true", help="speed and codebook health only (minutes, not half an hour)")
     args = ap.parse_args()
     tok = DualTokenizer.load(args.tokenizer)
     data = Path(args.data)
@@ -192,7 +193,7 @@ def main() -> None:
         },
     }
     probes = {}
-    for name, idx, k, up in (("linguistic", 0, kl, 3), ("semantic", 1, ks, 2)):
+    for name, idx, k, up in () if args.skip_probes else (("linguistic", 0, kl, 3), ("semantic", 1, ks, 2)):
         tr = [(c[idx], c[2]["text"]) for c in train_codes]
         te = [(c[idx], c[2]["text"]) for c in test_codes]
         probes[name] = {
@@ -229,7 +230,7 @@ def markdown(r: dict) -> str:
     lines += ["", "Probes on held-out speech (each stream alone)", "",
               "| stream | content: CTC character error rate (lower is better) | rate acc. | volume acc. | pitch acc. |",
               "|---|---|---|---|---|"]
-    for stream in ("linguistic", "semantic"):
+    for stream in [s for s in ("linguistic", "semantic") if s in p]:
         pr = p[stream]["prosody"]
         acc = [f"{pr[a]['accuracy']:.3f} (n={pr[a]['n_test']})" if a in pr else "-" for a in ("rate", "volume", "pitch")]
         lines.append(f"| {stream} | {p[stream]['content_cer']:.3f} | " + " | ".join(acc) + " |")
