@@ -1,5 +1,5 @@
 """Semantic stream: a causal convolutional autoencoder on 100 Hz log-mel, downsampled x4 to 25 Hz and quantized
-by FSQ (finite scalar quantization, vector-quantize-pytorch) to levels 8x8x8x8 = 4,096 codes.
+by FSQ (finite scalar quantization, vector-quantize-pytorch) to levels 4^6 = 4,096 codes.
 
 The decoder reconstructs the log-mel *and* the pitch contour (log F0, voicing from Praat), so the codes must keep
 pitch, energy and timing: what the content-dominated linguistic stream drops. Everything before the quantizer is
@@ -23,7 +23,9 @@ DOWNSAMPLE = 4  # 100 Hz mel frames -> 25 Hz tokens
 
 @dataclass
 class SemanticConfig:
-    levels: list[int] = field(default_factory=lambda: [8, 8, 8, 8])
+    # 4^6 = 4,096 codes. Measured on the same data and steps (reports/tokenizer.md): dead codes 13.8% vs 24.5% for
+    # 8^4 and 25.3% for 2^12, with equal or lower reconstruction loss.
+    levels: list[int] = field(default_factory=lambda: [4, 4, 4, 4, 4, 4])
     channels: int = 192
     layers: int = 4  # residual causal conv blocks on each side
     kernel: int = 5
