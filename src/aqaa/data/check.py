@@ -14,7 +14,8 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from aqaa.audio.measure import measure, semitones
+from aqaa.audio.measure import SpeechMeasure, measure
+from aqaa.eval.judge import control_effect
 
 # Acceptance thresholds for control renderings (issue: Foundation).
 MIN_RATE_RATIO = 1.25
@@ -33,18 +34,11 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
     return float(jiwer.wer([p[0] for p in pairs], [p[1] or "<empty>" for p in pairs]))
 
 
-def control_margin(axis: str, direction: str, this: dict, other: dict) -> float:
-    """How far the rendering `this` (asked: direction) is from `other` (the opposite), in the axis' unit."""
-    if axis == "rate":  # duration ratio slow / fast
-        slow, fast = (this, other) if direction == "slow" else (other, this)
-        return slow["speech_s"] / max(fast["speech_s"], 1e-6)
-    if axis == "volume":
-        loud, soft = (this, other) if direction == "loud" else (other, this)
-        return loud["rms_db"] - soft["rms_db"]
-    high, low = (this, other) if direction == "high" else (other, this)
-    if not high["f0_hz"] or not low["f0_hz"]:
-        return float("nan")
-    return semitones(high["f0_hz"], low["f0_hz"])
+def control_margin(axis: str, direction: str, this: SpeechMeasure, other: SpeechMeasure) -> float:
+    """How far the rendering `this` (asked: direction) is from `other` (the opposite), in the axis' unit:
+    slow / fast duration ratio, loud - soft dB, high - low semitones (the eval judge's `control_effect`)."""
+    first, second = (this, other) if direction in ("slow", "loud", "high") else (other, this)
+    return control_effect(axis, first, second)
 
 
 THRESHOLD = {"rate": MIN_RATE_RATIO, "volume": MIN_LEVEL_DB, "pitch": MIN_SEMITONES}
@@ -106,9 +100,9 @@ def check(data_dir: str | Path, splits: tuple[str, ...] = ("train", "valid", "te
     }
 
 
-def _measure_file(root: Path, rendering: dict) -> dict:
+def _measure_file(root: Path, rendering: dict) -> SpeechMeasure:
     samples, rate = sf.read(root / rendering["audio"], dtype="float32")
-    return measure(samples, rate, rendering["text"]).to_dict()
+    return measure(samples, rate, rendering["text"])
 
 
 def markdown(report: dict) -> str:
