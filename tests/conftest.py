@@ -10,3 +10,18 @@ def speech() -> tuple[np.ndarray, int]:
     from aqaa.data.voices import Style, synthesize
 
     return synthesize("joe", "What is the capital of Japan?", Style())
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> dict:
+    """A real miniature pipeline input: 6 synthesized SpokenQA dialogues + 4 sentences, a tiny tokenizer trained
+    on them (12 steps) and every wav encoded to tokens. Shared by the tokenizer, LM and vocoder tests."""
+    from aqaa.data.synth import synth
+    from aqaa.data.tokens import encode_corpus
+    from aqaa.train.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("corpus")
+    synth(root / "data", 6, seed=5, sentences=4, text_lines=40, workers=2, progress=False)
+    tok = train_tokenizer(root / "data", root / "tok", "tiny", ["steps=12"])
+    tokens = encode_corpus(root / "data", tok, root / "tokens")
+    return {"root": root, "data": root / "data", "tokenizer": tok, "tokens": tokens}

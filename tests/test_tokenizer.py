@@ -12,14 +12,8 @@ from aqaa.tokenizer.model import DualTokenizer, stream_encode
 
 
 @pytest.fixture(scope="module")
-def tiny_tok(tmp_path_factory):
-    from aqaa.data.synth import synth
-    from aqaa.train.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("tok")
-    synth(root / "data", 6, seed=5, sentences=4, text_lines=5, workers=2, progress=False)
-    folder = train_tokenizer(root / "data", root / "tok", "tiny", ["steps=12"])
-    return DualTokenizer.load(folder), folder
+def tiny_tok(tiny_corpus):
+    return DualTokenizer.load(tiny_corpus["tokenizer"]), tiny_corpus["tokenizer"]
 
 
 def test_interleave_round_trip_and_pad_rule():

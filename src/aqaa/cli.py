@@ -54,6 +54,40 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> None:
     print(f"tokenizer saved to {train_tokenizer(args.data, args.out, args.preset, args.overrides)}")
 
 
+def _cmd_data_tokens(args: argparse.Namespace) -> None:
+    from aqaa.data.tokens import encode_corpus
+
+    print(f"tokens written to {encode_corpus(args.data, args.tokenizer, args.out)}")
+
+
+def _cmd_train_lm(args: argparse.Namespace) -> None:
+    from aqaa.train.lm import stage_config, train_stage
+
+    stage = "sft" if args.train_cmd == "sft" else f"stage{args.stage}"
+    cfg = stage_config(stage, args.preset, args.overrides)
+    print(f"{stage} model saved to {train_stage(cfg, args.data, args.tokens, args.out)}")
+
+
+def _cmd_train_vocoder(args: argparse.Namespace) -> None:
+    from aqaa.train.vocoder import train_vocoder
+
+    print(f"vocoder saved to {train_vocoder(args.data, args.tokens, args.out, args.preset, args.overrides)}")
+
+
+def _cmd_detokenize(args: argparse.Namespace) -> None:
+    from aqaa.audio.io import save_wav
+    from aqaa.vocoder.io import load_default_vocoder, read_tokens_json
+
+    lin, sem, duration = read_tokens_json(args.input)
+    voc = load_default_vocoder(args.vocoder)
+    if max(lin) >= voc.cfg.l_codes or max(sem) >= voc.cfg.s_codes or min(lin + sem) < 0:
+        raise AqaaInputError(f"{args.input}: token ids outside this vocoder's codebooks "
+                             f"({voc.cfg.l_codes} linguistic, {voc.cfg.s_codes} semantic)")
+    samples = voc.synthesize(lin, sem, duration)
+    save_wav(args.output, samples, voc.cfg.sample_rate)
+    print(f"{len(samples) / voc.cfg.sample_rate:.2f} s -> {args.output}")
+
+
 def _cmd_tokenize(args: argparse.Namespace) -> None:
     from aqaa.audio.io import load_audio
     from aqaa.tokenizer.model import load_default_tokenizer
@@ -120,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_tokenize)
 
+    t = sub.add_parser("detokenize", help="audio tokens (the JSON of `aqaa tokenize --json`) -> wav")
+    t.add_argument("input")
+    t.add_argument("-o", "--output", required=True)
+    t.add_argument("--vocoder", help="vocoder folder (default: the shipped one)")
+    t.set_defaults(func=_cmd_detokenize)
+
     tr = sub.add_parser("train", help="training recipes").add_subparsers(dest="train_cmd", required=True)
     t = tr.add_parser("tokenizer", help="fit the linguistic k-means and train the semantic FSQ codec (resumable)")
     t.add_argument("--data", required=True, help="a folder made by `aqaa data synth`")
@@ -127,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="default", choices=["tiny", "default"])
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=500 tokenizer.semantic.channels=128")
     t.set_defaults(func=_cmd_train_tokenizer)
+    t = tr.add_parser("vocoder", help="train the token vocoder on the assistant voice (resumable)")
+    t.add_argument("--data", required=True)
+    t.add_argument("--tokens", required=True, help="tokens.jsonl made by `aqaa data tokens`")
+    t.add_argument("--out", required=True)
+    t.add_argument("--preset", default="default", choices=["tiny", "default"])
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=500 vocoder.dim=128")
+    t.set_defaults(func=_cmd_train_vocoder)
+    for name, help_text in (("pretrain", "LM pre-training stage 1 (modality mixing), 2 (interleaved) or 3 (task)"),
+                            ("sft", "supervised fine-tuning on single- and multi-turn SpokenQA dialogues")):
+        t = tr.add_parser(name, help=help_text + " (resumable)")
+        if name == "pretrain":
+            t.add_argument("--stage", type=int, required=True, choices=[1, 2, 3])
+        t.add_argument("--preset", default="default", help="tiny | default | smollm2 | medium")
+        t.add_argument("--data", required=True, help="a folder made by `aqaa data synth`")
+        t.add_argument("--tokens", required=True, help="tokens.jsonl made by `aqaa data tokens`")
+        t.add_argument("--out", required=True, help="run folder; each stage writes OUT/<stage>/")
+        t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=200 batch=8 lm.layers=4")
+        t.set_defaults(func=_cmd_train_lm)
 
     d = sub.add_parser("data", help="synthesize and check SpokenQA data").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="render SpokenQA dialogues and pre-training corpora (resumable)")
@@ -142,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", default=None, help="report folder (default: the data folder)")
     k.add_argument("--splits", nargs="+", default=["train", "valid", "test"])
     k.set_defaults(func=_cmd_data_check)
+    k = d.add_parser("tokens", help="encode every wav of a synthesized folder with a tokenizer (resumable)")
+    k.add_argument("--data", required=True)
+    k.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    k.add_argument("--out", required=True, help="folder for tokens.jsonl")
+    k.set_defaults(func=_cmd_data_tokens)
     return p
 
 

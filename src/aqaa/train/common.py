@@ -32,7 +32,13 @@ def apply_overrides(cfg, overrides: list[str]):
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """safetensors, written to a temp file and renamed: a killed writer never leaves half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+    seen: set[int] = set()
+    out = {}
+    for k, v in tensors.items():  # tied weights share storage, which safetensors refuses: copy the second one
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.detach().clone().contiguous() if ptr in seen else v.detach().contiguous()
+        seen.add(ptr)
+    save_file(out, tmp)
     os.replace(tmp, path)
 
 
@@ -46,6 +52,13 @@ class Metrics:
     def log(self, **row) -> None:
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows past `step` (what a killed run logged after its last checkpoint; the resume replays them)."""
+        keep = [r for r in self.rows() if r.get("step", 0) <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, self.path)
 
     def rows(self) -> list[dict]:
         return [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []

@@ -1,0 +1,112 @@
+"""The chat format: how turns, text and audio become one id sequence (and which ids carry loss).
+
+    <|bos|>
+    <|user|> <|audio_start|> L L S S S ... <|audio_end|> <|end_turn|>
+    <|assistant|> t t [4 audio groups] t t [4 audio groups] ... t <|text_end|> [rest of the audio] <|audio_end|> <|end_turn|>
+    <|user|> ...
+
+The assistant's answer interleaves its text and its audio with a fixed rhythm (`text_chunk` text tokens, then
+`audio_chunk` groups of `L L S S S`), so the text runs ahead of the speech it is spoken in — the transcript is
+written before it is said, as in Step-Audio-AQAA. When the text is almost spent (or the audio is), the rest of the
+text follows at once, then `<|text_end|>` and the remaining audio. Stage-1 documents use the task markers:
+    text:  <|bos|> text <|eos|>
+    audio: <|bos|> <|audio_start|> groups <|audio_end|> <|eos|>
+    asr:   <|bos|> <|audio_start|> groups <|audio_end|> <|asr|> text <|eos|>
+    tts:   <|bos|> <|tts|> text <|audio_start|> groups <|audio_end|> <|eos|>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aqaa.lm.vocab import Vocab
+
+
+@dataclass
+class AnswerRhythm:
+    text_chunk: int = 2  # text tokens per step of the rhythm
+    audio_chunk: int = 4  # 120 ms groups per step (480 ms)
+
+
+@dataclass
+class Sequence:
+    """Ids and a parallel loss mask (1 = the model is trained to predict this id)."""
+
+    ids: list[int] = field(default_factory=list)
+    loss: list[int] = field(default_factory=list)
+
+    def add(self, ids: list[int], train: bool) -> "Sequence":
+        self.ids += ids
+        self.loss += [int(train)] * len(ids)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def answer_ids(vocab: Vocab, text_ids: list[int], audio_ids: list[int], rhythm: AnswerRhythm) -> list[int]:
+    """The assistant turn body (after `<|assistant|>`), through `<|end_turn|>`."""
+    c = vocab.ctrl
+    out: list[int] = []
+    groups = [audio_ids[i: i + 5] for i in range(0, len(audio_ids), 5)]
+    t, g = 0, 0
+    while t < len(text_ids):
+        out += text_ids[t: t + rhythm.text_chunk]
+        t += rhythm.text_chunk
+        if t < len(text_ids) and len(groups) - g > rhythm.audio_chunk:
+            for grp in groups[g: g + rhythm.audio_chunk]:
+                out += grp
+            g += rhythm.audio_chunk
+        else:
+            out += text_ids[t:]
+            break
+    out.append(c["text_end"])
+    for grp in groups[g:]:
+        out += grp
+    return out + [c["audio_end"], c["end_turn"]]
+
+
+def audio_block(vocab: Vocab, audio_ids: list[int]) -> list[int]:
+    return [vocab.ctrl["audio_start"], *audio_ids, vocab.ctrl["audio_end"]]
+
+
+def user_turn(vocab: Vocab, audio_ids: list[int]) -> list[int]:
+    return [vocab.ctrl["user"], *audio_block(vocab, audio_ids), vocab.ctrl["end_turn"]]
+
+
+def dialogue(vocab: Vocab, turns: list[tuple[list[int], list[int], list[int]]], rhythm: AnswerRhythm,
+             train_all_answers: bool = True) -> Sequence:
+    """turns: (query audio ids, answer text ids, answer audio ids). Loss on the assistant's answers only
+    (every answer, or only the last when `train_all_answers` is False)."""
+    seq = Sequence().add([vocab.ctrl["bos"]], False)
+    for i, (q_audio, a_text, a_audio) in enumerate(turns):
+        seq.add(user_turn(vocab, q_audio) + [vocab.ctrl["assistant"]], False)
+        seq.add(answer_ids(vocab, a_text, a_audio, rhythm), train_all_answers or i == len(turns) - 1)
+    return seq
+
+
+def prompt(vocab: Vocab, history: list[tuple[list[int], list[int]]], query_audio: list[int]) -> list[int]:
+    """Ids to feed before generating an answer: earlier (query audio, full answer ids) turns, then the new query."""
+    ids = [vocab.ctrl["bos"]]
+    for q_audio, a_ids in history:
+        ids += user_turn(vocab, q_audio) + [vocab.ctrl["assistant"]] + a_ids
+    return ids + user_turn(vocab, query_audio) + [vocab.ctrl["assistant"]]
+
+
+def document(vocab: Vocab, kind: str, text_ids: list[int] | None = None, audio_ids: list[int] | None = None,
+             rhythm: AnswerRhythm | None = None) -> Sequence:
+    """Stage-1/2 documents (all ids carry loss except the first)."""
+    c = vocab.ctrl
+    if kind == "text":
+        body = [*text_ids, c["eos"]]
+    elif kind == "audio":
+        body = [*audio_block(vocab, audio_ids), c["eos"]]
+    elif kind == "asr":
+        body = [*audio_block(vocab, audio_ids), c["asr"], *text_ids, c["eos"]]
+    elif kind == "tts":
+        body = [c["tts"], *text_ids, *audio_block(vocab, audio_ids), c["eos"]]
+    elif kind == "interleaved":
+        body = [c["assistant"], *answer_ids(vocab, text_ids, audio_ids, rhythm or AnswerRhythm())]
+    else:
+        raise ValueError(f"unknown document kind {kind!r}")
+    return Sequence().add([c["bos"]], False).add(body, True)

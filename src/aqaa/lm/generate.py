@@ -1,0 +1,220 @@
+"""Streaming answer generation: KV cache, a grammar that keeps the answer well formed, groups handed out at once.
+
+The grammar is the chat format of `aqaa.lm.format` read as a state machine; at every step it masks the logits so
+only ids that can legally come next are sampled (text or `<|text_end|>` in a text chunk; exactly `L L S S S` in
+each audio group; `<|audio_end|>` only at a group boundary after the text ended; then `<|end_turn|>`). Written by
+hand because it is the project's own format; transformers' logits processors would need the same state anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from aqaa.lm.format import AnswerRhythm
+from aqaa.lm.model import AudioLM
+from aqaa.lm.vocab import Vocab
+
+
+@dataclass
+class Sampling:
+    text_temperature: float = 0.0  # 0 = greedy
+    audio_temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    max_text_tokens: int = 96
+    max_groups: int = 250  # 30 s of answer audio
+    seed: int | None = 0
+
+
+@dataclass
+class GrammarState:
+    phase: str = "text"  # text | chunk | tail | end | done
+    text_in_chunk: int = 0
+    text_total: int = 0
+    group_pos: int = 0  # position inside the current L L S S S group
+    groups_in_chunk: int = 0
+    groups_total: int = 0
+
+
+class AnswerGrammar:
+    def __init__(self, vocab: Vocab, rhythm: AnswerRhythm, sampling: Sampling):
+        self.vocab, self.rhythm, self.sampling = vocab, rhythm, sampling
+        n, c = vocab.size, vocab.ctrl
+
+        def mask(*ranges, ids=()) -> torch.Tensor:
+            m = torch.zeros(n, dtype=torch.bool)
+            for lo, hi in ranges:
+                m[lo:hi] = True
+            m[list(ids)] = True
+            return m
+
+        text = mask((0, vocab.text_size))
+        text[list(c.values())] = False
+        text[[i for i in vocab.hf.all_special_ids if i < vocab.text_size]] = False  # e.g. SmolLM2's <|im_end|>
+        self.masks = {
+            "text": text | mask(ids=[c["text_end"]]),
+            "text_or_audio": text | mask(vocab.l_range, ids=[c["text_end"]]),
+            "text_end": mask(ids=[c["text_end"]]),
+            "l": mask(vocab.l_range),
+            "s": mask(vocab.s_range),
+            "l_or_end": mask(vocab.l_range, ids=[c["audio_end"]]),
+            "audio_end": mask(ids=[c["audio_end"]]),
+            "end_turn": mask(ids=[c["end_turn"]]),
+        }
+
+    def allowed(self, st: GrammarState) -> torch.Tensor:
+        if st.phase == "text":
+            if st.text_total >= self.sampling.max_text_tokens:
+                return self.masks["text_end"]
+            return self.masks["text" if st.text_in_chunk < self.rhythm.text_chunk else "text_or_audio"]
+        if st.phase in ("chunk", "tail"):
+            if st.group_pos >= 2:
+                return self.masks["s"]
+            if st.group_pos == 1:
+                return self.masks["l"]
+            if st.phase == "tail":
+                return self.masks["audio_end" if st.groups_total >= self.sampling.max_groups else "l_or_end"]
+            return self.masks["l"]
+        if st.phase == "end":
+            return self.masks["end_turn"]
+        raise RuntimeError("the answer is complete")
+
+    def advance(self, st: GrammarState, token: int) -> str:
+        """Move the state past `token`; returns what it was: text | text_end | audio | group | audio_end | end."""
+        c = self.vocab.ctrl
+        if st.phase == "text":
+            if token == c["text_end"]:
+                st.phase = "tail"
+                return "text_end"
+            if self.vocab.l_range[0] <= token < self.vocab.l_range[1]:
+                st.phase, st.group_pos, st.groups_in_chunk = "chunk", 1, 0
+                return "audio"
+            st.text_in_chunk += 1
+            st.text_total += 1
+            return "text"
+        if st.phase in ("chunk", "tail"):
+            if token == c["audio_end"]:
+                st.phase = "end"
+                return "audio_end"
+            st.group_pos += 1
+            if st.group_pos < 5:
+                return "audio"
+            st.group_pos = 0
+            st.groups_total += 1
+            if st.phase == "chunk":
+                st.groups_in_chunk += 1
+                if st.groups_in_chunk == self.rhythm.audio_chunk:
+                    st.phase, st.text_in_chunk = "text", 0
+            return "group"
+        if st.phase == "end":
+            st.phase = "done"
+            return "end"
+        raise RuntimeError("the answer is complete")
+
+
+@dataclass
+class Event:
+    kind: str  # "text" (one text token) | "group" (one 120 ms audio group) | "end"
+    ids: list[int]
+    linguistic: list[int] = field(default_factory=list)
+    semantic: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DecodeState:
+    """Everything generation remembers: the KV cache over all ids so far, the grammar, the pending group."""
+
+    cache: object = None
+    n_past: int = 0
+    logits: torch.Tensor | None = None
+    grammar: GrammarState = field(default_factory=GrammarState)
+    group: list[int] = field(default_factory=list)
+    answer: list[int] = field(default_factory=list)
+
+    def copy(self) -> "DecodeState":
+        return copy.deepcopy(self)
+
+
+class Generator:
+    """`feed(state, ids)` extends the context (prompt, or a user turn in a conversation); `answer(state)` yields
+    events until `<|end_turn|>`. The state object holds the KV cache, so a conversation is one state."""
+
+    def __init__(self, lm: AudioLM, sampling: Sampling | None = None):
+        self.lm, self.vocab = lm, lm.vocab
+        self.sampling = sampling or Sampling()
+        self.grammar = AnswerGrammar(lm.vocab, lm.cfg.rhythm, self.sampling)
+        self._gen = torch.Generator()
+        if self.sampling.seed is not None:
+            self._gen.manual_seed(self.sampling.seed)
+
+    def new_state(self) -> DecodeState:
+        from transformers import DynamicCache
+
+        return DecodeState(cache=DynamicCache(config=self.lm.model.config))
+
+    @torch.inference_mode()
+    def feed(self, state: DecodeState, ids: list[int]) -> DecodeState:
+        if state.n_past + len(ids) > self.lm.cfg.max_positions:
+            raise ValueError(f"conversation too long: {state.n_past + len(ids)} > {self.lm.cfg.max_positions} tokens")
+        x = torch.tensor([ids], dtype=torch.long)
+        out = self.lm.model(input_ids=x, cache=state.cache, use_cache=True)
+        state.cache, state.n_past = out.cache, state.n_past + len(ids)
+        state.logits = out.logits[0, -1].float()
+        return state
+
+    def _sample(self, logits: torch.Tensor, allowed: torch.Tensor, temperature: float) -> int:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        if temperature <= 0:
+            return int(logits.argmax())
+        logits = logits / temperature
+        k = min(self.sampling.top_k, int(allowed.sum()))
+        vals, idx = logits.topk(k)
+        probs = vals.softmax(-1)
+        if self.sampling.top_p < 1:
+            keep = probs.cumsum(-1) - probs < self.sampling.top_p
+            probs = probs * keep
+        return int(idx[torch.multinomial(probs, 1, generator=self._gen)])
+
+    def answer(self, state: DecodeState) -> Iterator[Event]:
+        """Generate one assistant turn from `state` (whose context must end with `<|assistant|>`)."""
+        state.grammar, state.group, state.answer = GrammarState(), [], []
+        while state.grammar.phase != "done":
+            allowed = self.grammar.allowed(state.grammar)
+            audio_next = state.grammar.phase in ("chunk", "tail")
+            if state.grammar.phase == "text" and bool(allowed[self.vocab.l_range[0]]):
+                # text or the next audio chunk: decided greedily, then sampled inside the chosen modality
+                best = int(state.logits.masked_fill(~allowed, float("-inf")).argmax())
+                audio_next = self.vocab.l_range[0] <= best < self.vocab.l_range[1]
+                allowed = self.grammar.masks["l"] if audio_next else allowed & ~self.grammar.masks["l"]
+            temp = self.sampling.audio_temperature if audio_next else self.sampling.text_temperature
+            token = self._sample(state.logits, allowed, temp)
+            kind = self.grammar.advance(state.grammar, token)
+            state.answer.append(token)
+            self.feed(state, [token])
+            if kind == "text":
+                yield Event("text", [token])
+            elif kind in ("audio", "group"):
+                state.group.append(token)
+                if kind == "group":
+                    lin, sem = self.vocab.split_group_ids(state.group)
+                    yield Event("group", state.group, lin, sem)
+                    state.group = []
+            elif kind == "end":
+                yield Event("end", [token])
+
+
+def generate_answer(gen: Generator, prompt_ids: list[int]) -> dict:
+    """Whole-answer convenience: text, both streams and the answer ids."""
+    state = gen.feed(gen.new_state(), prompt_ids)
+    text_ids, lin, sem = [], [], []
+    for ev in gen.answer(state):
+        if ev.kind == "text":
+            text_ids += ev.ids
+        elif ev.kind == "group":
+            lin += ev.linguistic
+            sem += ev.semantic
+    return {"text": gen.vocab.decode_text(text_ids), "linguistic": lin, "semantic": sem, "ids": state.answer}

@@ -1,0 +1,115 @@
+"""The backbone: a transformers `LlamaForCausalLM` whose vocabulary holds text + 5,120 audio + control tokens.
+
+A model folder is what `save_pretrained` writes (config.json, model.safetensors, the extended tokenizer) plus
+`aqaa_lm.json` (the preset and the answer rhythm), so `AudioLM.load(folder)` gets everything back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from aqaa.lm.format import AnswerRhythm
+from aqaa.lm.vocab import Vocab, extend_tokenizer, train_text_tokenizer
+
+
+@dataclass
+class LMConfig:
+    name: str = "default"
+    hidden: int = 256
+    layers: int = 6
+    heads: int = 4
+    kv_heads: int = 4
+    intermediate: int = 704
+    max_positions: int = 2048
+    text_vocab: int = 1024  # BPE size for the presets that train their own text tokenizer
+    pretrained: str = ""  # "smollm2": start from the bundled SmolLM2-135M-Instruct
+    tie_embeddings: bool = True
+    rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LMConfig":
+        d = dict(d)
+        d["rhythm"] = AnswerRhythm(**d.get("rhythm", {}))
+        return cls(**d)
+
+
+PRESETS: dict[str, LMConfig] = {
+    "tiny": LMConfig("tiny", hidden=32, layers=2, heads=2, kv_heads=2, intermediate=64, max_positions=1024,
+                     text_vocab=300),
+    "default": LMConfig("default"),
+    "smollm2": LMConfig("smollm2", hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536,
+                        max_positions=8192, text_vocab=0, pretrained="smollm2"),
+    # GPU sizes: same code, bigger numbers
+    "medium": LMConfig("medium", hidden=768, layers=12, heads=12, kv_heads=4, intermediate=2048, text_vocab=4096),
+}
+
+
+class AudioLM:
+    """The HF model, its extended vocabulary and the aqaa settings, kept together."""
+
+    def __init__(self, model, vocab: Vocab, cfg: LMConfig):
+        self.model, self.vocab, self.cfg = model, vocab, cfg
+
+    @classmethod
+    def create(cls, cfg: LMConfig, text_lines: list[str] | None = None, seed: int = 0) -> "AudioLM":
+        """A fresh model: a new BPE on `text_lines` and random weights, or SmolLM2 extended by the audio tokens."""
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(seed)
+        if cfg.pretrained == "smollm2":
+            from aqaa.lm.smollm2 import load_smollm2
+
+            model, hf_tok = load_smollm2()
+            vocab = Vocab(extend_tokenizer(hf_tok))
+            model.resize_token_embeddings(vocab.size, mean_resizing=True)
+            model.train()
+            return cls(model, vocab, cfg)
+        if not text_lines:
+            raise ValueError(f"preset {cfg.name!r} trains its own text tokenizer: give it text lines")
+        vocab = Vocab(extend_tokenizer(train_text_tokenizer(text_lines, cfg.text_vocab)))
+        hf_cfg = LlamaConfig(
+            vocab_size=vocab.size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads, intermediate_size=cfg.intermediate,
+            max_position_embeddings=cfg.max_positions, tie_word_embeddings=cfg.tie_embeddings,
+            bos_token_id=vocab.ctrl["bos"], eos_token_id=vocab.ctrl["end_turn"], pad_token_id=vocab.ctrl["pad"],
+            rope_theta=10_000.0,
+        )
+        return cls(LlamaForCausalLM(hf_cfg), vocab, cfg)
+
+    def save(self, folder: str | Path) -> Path:
+        """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""
+        folder = Path(folder)
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        self.vocab.hf.save_pretrained(tmp)
+        (tmp / "aqaa_lm.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, dtype=torch.float32) -> "AudioLM":
+        from transformers import AutoModelForCausalLM
+
+        folder = Path(folder)
+        if not (folder / "aqaa_lm.json").is_file():
+            from aqaa.errors import AqaaInputError
+
+            raise AqaaInputError(f"{folder}: not an aqaa LM folder (no aqaa_lm.json)")
+        cfg = LMConfig.from_dict(json.loads((folder / "aqaa_lm.json").read_text()))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        model.eval()
+        return cls(model, Vocab.load(folder), cfg)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())

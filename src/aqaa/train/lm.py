@@ -1,0 +1,249 @@
+"""`aqaa train pretrain --stage 1|2|3` and `aqaa train sft`: the LM recipe's stages as resumable steps.
+
+Stage 1 (modality mixing) starts a fresh model (or SmolLM2 extended by the audio tokens); every later stage starts
+from the previous stage's final model. Each stage writes `OUT/<stage>/`: `model/` (save_pretrained + aqaa_lm.json),
+`checkpoint/` (model, optimizer, scheduler, RNG; swapped in atomically), `metrics.jsonl` and `loss.png`.
+
+Batches are drawn by an RNG seeded with (seed, step), so the data position *is* the step: a killed run resumes
+from its last checkpoint and replays exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from aqaa.data.tokens import read_tokens
+from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
+from aqaa.lm.model import PRESETS, AudioLM, LMConfig
+from aqaa.lm.vocab import Vocab
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint
+
+STAGES = ("stage1", "stage2", "stage3", "sft")
+PREVIOUS = {"stage2": "stage1", "stage3": "stage2", "sft": "stage3"}
+
+# mixture weights per stage (parts are built by `build_parts`)
+MIXES = {
+    "stage1": {"text": 0.25, "audio": 0.15, "asr": 0.3, "tts": 0.3},
+    "stage2": {"interleaved": 0.6, "asr": 0.2, "text": 0.1, "tts": 0.1},
+    "stage3": {"single_turn": 0.7, "interleaved": 0.2, "asr": 0.1},
+    "sft": {"dialogue": 0.8, "single_turn": 0.2},
+}
+
+
+@dataclass
+class StageConfig:
+    stage: str = "stage1"
+    lm: LMConfig = field(default_factory=LMConfig)
+    steps: int = 1000
+    batch: int = 16
+    max_len: int = 768
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    ckpt_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    mix: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _items(data_dir: Path, split: str) -> list[dict]:
+    path = data_dir / f"{split}.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _neutral(turn_part: dict) -> bool:
+    st = turn_part.get("style") or {}
+    return abs(st.get("rate", 1) - 1) < 0.15 and abs(st.get("pitch", 0)) < 1 and abs(st.get("level_db", -26) + 26) < 3
+
+
+def build_parts(data_dir: Path, tokens: dict[str, dict], vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
+                assistant_voice: str = "joe") -> dict[str, list[Sequence]]:
+    """All training sequences of one split, by mixture part."""
+    def audio(rel: str) -> list[int]:
+        row = tokens[rel]
+        return vocab.audio_group_ids(row["linguistic"], row["semantic"])
+
+    text = vocab.encode_text
+    parts: dict[str, list[Sequence]] = {k: [] for k in ("text", "audio", "asr", "tts", "interleaved", "single_turn",
+                                                         "dialogue")}
+    spoken: list[tuple[str, str, bool]] = []  # (audio, text, is a neutral assistant-voice rendering)
+    for item in _items(data_dir, split):
+        turns = []
+        for i, turn in enumerate(item["turns"]):
+            q, a = turn["query"], turn["answer"]
+            if q["audio"] not in tokens or a["audio"] not in tokens:
+                continue
+            spoken.append((q["audio"], q["text"], False))
+            spoken.append((a["audio"], a["text"], a["voice"] == assistant_voice and _neutral(a)))
+            for k in ("neutral", "opposite"):
+                if k in turn and turn[k]["audio"] in tokens:
+                    spoken.append((turn[k]["audio"], turn[k]["text"], _neutral(turn[k])))
+            turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"])))
+            needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
+            if not needs_context:
+                parts["single_turn"].append(dialogue(vocab, turns[-1:], rhythm))
+        if len(turns) == len(item["turns"]):
+            parts["dialogue"].append(dialogue(vocab, turns, rhythm))
+    sentences = data_dir / "pretrain" / "sentences.jsonl"
+    for line in sentences.read_text().splitlines() if sentences.exists() else []:
+        s = json.loads(line)
+        if s["split"] == split and s["audio"] in tokens:
+            spoken.append((s["audio"], s["text"], s["voice"] == assistant_voice))
+    text_lines = data_dir / "pretrain" / "text.txt"
+    if split == "train" and text_lines.exists():
+        parts["text"] = [document(vocab, "text", text(x)) for x in text_lines.read_text().splitlines() if x.strip()]
+    for rel, words, assistant in spoken:
+        a_ids, t_ids = audio(rel), text(words)
+        parts["audio"].append(document(vocab, "audio", audio_ids=a_ids))
+        parts["asr"].append(document(vocab, "asr", t_ids, a_ids))
+        if assistant:
+            parts["tts"].append(document(vocab, "tts", t_ids, a_ids))
+            parts["interleaved"].append(document(vocab, "interleaved", t_ids, a_ids, rhythm))
+    return parts
+
+
+def draw_batch(parts: dict[str, list[Sequence]], mix: dict[str, float], batch: int, seed: int, step: int
+               ) -> list[Sequence]:
+    """The batch of `step`: a pure function of (seed, step), which is what makes resuming exact."""
+    rng = random.Random(seed * 1_000_003 + step)
+    names = [k for k in mix if parts.get(k)]
+    weights = [mix[k] for k in names]
+    return [rng.choice(parts[rng.choices(names, weights)[0]]) for _ in range(batch)]
+
+
+def collate(seqs: list[Sequence], pad_id: int, max_len: int) -> dict[str, torch.Tensor]:
+    n = min(max_len, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        k = min(n, len(s))
+        ids[i, :k] = torch.tensor(s.ids[:k])
+        mask[i, :k] = 1
+        lab = torch.tensor(s.ids[:k])
+        lab[torch.tensor(s.loss[:k]) == 0] = -100
+        labels[i, :k] = lab
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# ---------------------------------------------------------------------------------------------- loop
+def lr_at(cfg: StageConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def stage_config(stage: str, preset: str, overrides: list[str] | None = None) -> StageConfig:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; one of {sorted(PRESETS)}")
+    import copy
+
+    cfg = StageConfig(stage=stage, lm=copy.deepcopy(PRESETS[preset]), mix=dict(MIXES[stage]))
+    if preset == "smollm2":
+        cfg.lr, cfg.batch = 2e-4, 8
+    return apply_overrides(cfg, overrides or [])
+
+
+def _init_model(cfg: StageConfig, out: Path, data_dir: Path) -> AudioLM:
+    if cfg.stage == "stage1":
+        lines = (data_dir / "pretrain" / "text.txt").read_text().splitlines()
+        for item in _items(data_dir, "train"):
+            lines += [t["query"]["text"] for t in item["turns"]] + [t["answer"]["text"] for t in item["turns"]]
+        return AudioLM.create(cfg.lm, lines, seed=cfg.seed)
+    prev = out / PREVIOUS[cfg.stage] / "model"
+    if not (prev / "aqaa_lm.json").exists():
+        raise FileNotFoundError(f"{cfg.stage} starts from {prev}: run `aqaa train pretrain` for "
+                                f"{PREVIOUS[cfg.stage]} first")
+    lm = AudioLM.load(prev)
+    lm.cfg.name = cfg.lm.name
+    return lm
+
+
+def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path, out: str | Path,
+                stop_after: int | None = None) -> Path:
+    """Run (or resume) one stage; returns its final model folder. `stop_after` ends the run early (tests)."""
+    data_dir, out = Path(data_dir), Path(out)
+    folder = out / cfg.stage
+    final = folder / "model"
+    if (final / "aqaa_lm.json").exists() and (folder / "done.json").exists():
+        return final
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / "checkpoint"
+    lm = _init_model(cfg, out, data_dir)  # a resume then loads the checkpoint's weights over it
+    lm.model.train()
+    (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    tokens = read_tokens(Path(tokens_path))
+    parts = build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
+    if not any(parts.get(k) for k in cfg.mix):
+        raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
+
+    decay = [p for n, p in lm.model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in lm.model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(cfg, s))
+    metrics = Metrics(folder / "metrics.jsonl")
+    step = 0
+    if (ckpt / "trainer.json").exists():
+        step = load_checkpoint(ckpt, lm.model, opt, sched)["step"]
+        metrics.truncate_after(step)  # rows the killed run logged past its last checkpoint are replayed
+    pad = lm.vocab.ctrl["pad"]
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.stage} ({cfg.lm.name})", unit="step")
+    tok_count = 0
+    while step < cfg.steps:
+        batch = collate(draw_batch(parts, cfg.mix, cfg.batch, cfg.seed, step), pad, cfg.max_len)
+        loss = lm.model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(lm.model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        tok_count += int(batch["attention_mask"].sum())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            metrics.log(step=step, loss=round(loss.item(), 6), lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
+                        tokens=tok_count, elapsed_s=round(bar.format_dict["elapsed"], 1))
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_checkpoint(ckpt, lm.model, opt, step, sched)
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return ckpt
+    bar.close()
+    lm.model.eval()
+    lm.save(final)
+    (folder / "done.json").write_text(json.dumps({"steps": step}))
+    plot_loss(metrics.rows(), folder / "loss.png", cfg.stage)
+    return final
+
+
+def plot_loss(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set(xlabel="step", ylabel="train loss", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

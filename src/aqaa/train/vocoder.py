@@ -1,0 +1,158 @@
+"""`aqaa train vocoder`: fit the token vocoder on the assistant voice (piper joe, every control variant).
+
+Losses: multi-resolution STFT (spectral convergence + log magnitude) and L1 on the HiFi-GAN-style log-mel; no
+discriminator (a GAN needs far more steps than a 2-core CPU affords; this trades some buzz for trainability).
+Crops are whole 120 ms groups; batches come from an RNG seeded by (seed, step), so a resumed run is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from aqaa.data.tokens import read_tokens
+from aqaa.tokenizer.features import N_FFT as MEL_FFT
+from aqaa.tokenizer.features import log_mel_frames
+from aqaa.tokenizer.interleave import GROUP_SAMPLES
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint
+from aqaa.vocoder.model import PRESETS, TokenVocoder, VocoderConfig
+
+STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256))
+
+
+@dataclass
+class VocoderTrainConfig:
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    steps: int = 3000
+    batch: int = 8
+    crop_groups: int = 20  # 2.4 s
+    lr: float = 2e-3
+    warmup: int = 100
+    mel_weight: float = 1.0
+    ckpt_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    voice: str = "joe"
+
+
+def vocoder_clips(data_dir: Path, tokens: dict[str, dict], voice: str, split: str = "train") -> list[str]:
+    """Assistant-voice renderings of one split: answers in every style, neutral/opposite variants, sentences."""
+    rel: set[str] = set()
+    path = data_dir / f"{split}.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        for turn in json.loads(line)["turns"]:
+            rel.update(turn[k]["audio"] for k in ("answer", "neutral", "opposite")
+                       if k in turn and turn[k]["voice"] == voice)
+    sentences = data_dir / "pretrain" / "sentences.jsonl"
+    for line in sentences.read_text().splitlines() if sentences.exists() else []:
+        s = json.loads(line)
+        if s["split"] == split and s["voice"] == voice:
+            rel.add(s["audio"])
+    return sorted(r for r in rel if r in tokens)
+
+
+def stft_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    total = y.new_zeros(())
+    for n_fft, hop in STFT_RESOLUTIONS:
+        win = torch.hann_window(n_fft)
+        sy = torch.stft(y, n_fft, hop, window=win, return_complex=True).abs().clamp(min=1e-5)
+        sx = torch.stft(x, n_fft, hop, window=win, return_complex=True).abs().clamp(min=1e-5)
+        sc = torch.linalg.norm(sx - sy) / torch.linalg.norm(sx).clamp(min=1e-5)
+        total = total + sc + F.l1_loss(sy.log(), sx.log())
+    return total / len(STFT_RESOLUTIONS)
+
+
+def mel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    pad = lambda a: F.pad(a, (MEL_FFT - 160, 0))  # noqa: E731 - the tokenizer's causal framing
+    return F.l1_loss(log_mel_frames(pad(y)), log_mel_frames(pad(x)))
+
+
+class ClipBank:
+    """Audio and tokens of the training clips in memory (about 1 h of 16 kHz float32 is ~230 MB)."""
+
+    def __init__(self, data_dir: Path, rels: list[str], tokens: dict[str, dict]):
+        self.audio, self.lin, self.sem = [], [], []
+        for rel in rels:
+            x, _ = sf.read(data_dir / rel, dtype="float32")
+            row = tokens[rel]
+            g = len(row["linguistic"]) // 2
+            self.audio.append(np.pad(x, (0, max(0, g * GROUP_SAMPLES - len(x))))[: g * GROUP_SAMPLES])
+            self.lin.append(np.asarray(row["linguistic"]))
+            self.sem.append(np.asarray(row["semantic"]))
+
+    def batch(self, n: int, groups: int, rng: random.Random) -> tuple[torch.Tensor, ...]:
+        lin, sem, wav = [], [], []
+        for _ in range(n):
+            i = rng.randrange(len(self.audio))
+            total = len(self.lin[i]) // 2
+            g0 = rng.randrange(max(1, total - groups + 1))
+            g = min(groups, total)
+            pad_g = groups - g
+            lin.append(np.pad(self.lin[i][2 * g0: 2 * (g0 + g)], (0, 2 * pad_g)))
+            sem.append(np.pad(self.sem[i][3 * g0: 3 * (g0 + g)], (0, 3 * pad_g)))
+            wav.append(np.pad(self.audio[i][g0 * GROUP_SAMPLES: (g0 + g) * GROUP_SAMPLES], (0, pad_g * GROUP_SAMPLES)))
+        return (torch.as_tensor(np.stack(lin)).long(), torch.as_tensor(np.stack(sem)).long(),
+                torch.as_tensor(np.stack(wav)).float())
+
+
+def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path, preset: str = "default",
+                  overrides: list[str] | None = None, stop_after: int | None = None) -> Path:
+    import copy
+
+    data_dir, out = Path(data_dir), Path(out)
+    cfg = apply_overrides(VocoderTrainConfig(vocoder=copy.deepcopy(PRESETS[preset])), overrides or [])
+    final = out / "model"
+    if (out / "done.json").exists() and (final / "vocoder.json").exists():
+        return final
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    tokens = read_tokens(Path(tokens_path))
+    rels = vocoder_clips(data_dir, tokens, cfg.voice)
+    if not rels:
+        raise ValueError(f"no {cfg.voice} clips with tokens in {data_dir}")
+    bank = ClipBank(data_dir, rels, tokens)
+    torch.manual_seed(cfg.seed)
+    model = TokenVocoder(cfg.vocoder)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (
+        0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
+    ckpt, metrics = out / "checkpoint", Metrics(out / "metrics.jsonl")
+    step = 0
+    if (ckpt / "trainer.json").exists():
+        step = load_checkpoint(ckpt, model, opt, sched)["step"]
+        metrics.truncate_after(step)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"vocoder ({len(rels)} clips)", unit="step")
+    while step < cfg.steps:
+        lin, sem, wav = bank.batch(cfg.batch, cfg.crop_groups, random.Random(cfg.seed * 1_000_003 + step))
+        y = model(lin, sem)
+        l_stft, l_mel = stft_loss(y, wav), mel_loss(y, wav)
+        loss = l_stft + cfg.mel_weight * l_mel
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(stft=f"{l_stft.item():.3f}", mel=f"{l_mel.item():.3f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            metrics.log(step=step, loss=round(loss.item(), 5), stft=round(l_stft.item(), 5),
+                        mel=round(l_mel.item(), 5), lr=sched.get_last_lr()[0])
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_checkpoint(ckpt, model, opt, step, sched)
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return ckpt
+    bar.close()
+    model.eval().save(final)
+    (out / "done.json").write_text(json.dumps({"steps": step, "clips": len(rels)}))
+    return final

@@ -1,0 +1,237 @@
+"""Token vocoder: 120 ms audio groups (L L S S S) -> 16 kHz waveform, streaming, fast on a CPU.
+
+Why this design: a Vocos-style generator (a ConvNeXt stack at the 100 Hz frame rate predicting STFT magnitude and
+phase, then an inverse FFT with overlap-add) does all its work at 100 frames/s instead of 16,000 samples/s, which
+is what makes >= 20x real time on 2 cores possible; the pretrained HiFi-GAN of OFFLINE.md upsamples in the sample
+domain and runs at 2.5-5x. Every convolution is causal at frame level and a frame only reads tokens of its own or
+earlier groups, so streaming one group at a time gives the offline output exactly; the only look-ahead is the
+overlap-add itself: the last n_fft - hop samples (30 ms) of each chunk are final only after the next group.
+
+Frames: 12 per group. Frame f of group g embeds its linguistic token (f // 6), its semantic token (f // 4) and its
+position f in the group. Frame t's synthesis window spans samples [(t + 1) hop - n_fft, (t + 1) hop), the same
+causal framing as the tokenizer's log-mel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+FRAMES_PER_GROUP = 12
+
+
+@dataclass
+class VocoderConfig:
+    streams: str = "both"  # both | linguistic | semantic: which token streams the vocoder reads
+    l_codes: int = 1024
+    s_codes: int = 4096
+    dim: int = 192
+    layers: int = 6
+    kernel: int = 7
+    n_fft: int = 640
+    hop: int = 160
+    sample_rate: int = 16_000
+
+
+PRESETS = {
+    "default": VocoderConfig(),
+    "tiny": VocoderConfig(l_codes=32, s_codes=64, dim=32, layers=2, kernel=3),
+}
+
+
+class CausalConvNeXt(nn.Module):
+    def __init__(self, dim: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        self.dw = nn.Conv1d(dim, dim, kernel, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1, self.pw2 = nn.Linear(dim, 3 * dim), nn.Linear(3 * dim, dim)
+        self.scale = nn.Parameter(torch.full((dim,), 0.1))
+
+    def forward(self, x: torch.Tensor, left: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, C, T]; `left` the previous kernel-1 frames ([B, C, k-1], zeros at the start). Returns (y, new left)."""
+        if left is None:
+            left = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1)
+        xp = torch.cat([left, x], dim=2)
+        h = self.dw(xp).transpose(1, 2)
+        h = self.pw2(F.gelu(self.pw1(self.norm(h)))) * self.scale
+        return x + h.transpose(1, 2), xp[:, :, -(self.kernel - 1):]
+
+
+class TokenVocoder(nn.Module):
+    def __init__(self, cfg: VocoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.emb_l = nn.Embedding(cfg.l_codes, cfg.dim)
+        self.emb_s = nn.Embedding(cfg.s_codes, cfg.dim)
+        self.emb_pos = nn.Embedding(FRAMES_PER_GROUP, cfg.dim)
+        self.blocks = nn.ModuleList(CausalConvNeXt(cfg.dim, cfg.kernel) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.n_bins = cfg.n_fft // 2 + 1
+        self.head = nn.Linear(cfg.dim, 2 * self.n_bins)
+        with torch.no_grad():  # start quiet (log magnitude -4) rather than as loud white noise
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
+            self.head.bias[: self.n_bins] = -4.0
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+
+    # ------------------------------------------------------------------ frames
+    def frame_inputs(self, lin: torch.Tensor, sem: torch.Tensor) -> torch.Tensor:
+        """lin [B, 2G], sem [B, 3G] -> [B, dim, 12G]."""
+        g = lin.shape[1] // 2
+        f = torch.arange(FRAMES_PER_GROUP * g, device=lin.device)
+        x = self.emb_pos(f % FRAMES_PER_GROUP)[None]
+        if self.cfg.streams in ("both", "linguistic"):
+            x = x + self.emb_l(lin[:, f // 6])
+        if self.cfg.streams in ("both", "semantic"):
+            x = x + self.emb_s(sem[:, f // 4])
+        return x.transpose(1, 2)
+
+    def spectra(self, lin: torch.Tensor, sem: torch.Tensor, conv_state: list | None = None
+                ) -> tuple[torch.Tensor, list]:
+        """Complex STFT frames [B, bins, T] and the convolutions' new left context."""
+        x = self.frame_inputs(lin, sem)
+        new_state = []
+        for i, block in enumerate(self.blocks):
+            x, left = block(x, None if conv_state is None else conv_state[i])
+            new_state.append(left)
+        h = self.head(self.norm(x.transpose(1, 2))).transpose(1, 2)
+        log_mag, phase = h[:, : self.n_bins], h[:, self.n_bins:]
+        mag = torch.exp(log_mag.clamp(max=6.0))
+        return torch.polar(mag, phase * torch.pi), new_state
+
+    def frames_to_wave(self, spec: torch.Tensor) -> torch.Tensor:
+        """Windowed inverse FFT of each frame, overlap-added: [B, bins, T] -> [B, (T - 1) hop + n_fft] (un-normalized)."""
+        frames = torch.fft.irfft(spec, n=self.cfg.n_fft, dim=1) * self.window[None, :, None]
+        t = frames.shape[2]
+        return F.fold(frames, output_size=(1, (t - 1) * self.cfg.hop + self.cfg.n_fft),
+                      kernel_size=(1, self.cfg.n_fft), stride=(1, self.cfg.hop))[:, 0, 0]
+
+    def envelope(self, t: int) -> torch.Tensor:
+        """Sum of squared windows over t frames: overlap-add is divided by it (steady value 1.5 for hop n_fft/4)."""
+        w2 = (self.window ** 2)[None, :, None].expand(1, -1, t)
+        env = F.fold(w2, output_size=(1, (t - 1) * self.cfg.hop + self.cfg.n_fft), kernel_size=(1, self.cfg.n_fft),
+                     stride=(1, self.cfg.hop))[0, 0, 0]
+        return env.clamp(min=1e-3)
+
+    def forward(self, lin: torch.Tensor, sem: torch.Tensor) -> torch.Tensor:
+        """Offline: [B, 2G], [B, 3G] -> [B, 12 G hop] samples aligned with the source clip."""
+        spec, _ = self.spectra(lin, sem)
+        t = spec.shape[2]
+        y = self.frames_to_wave(spec) / self.envelope(t)
+        return y[:, self.cfg.n_fft - self.cfg.hop:]  # frame t ends at sample (t + 1) hop
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        from aqaa.train.common import save_tensors
+
+        folder = Path(folder)
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_tensors(self.state_dict(), tmp / "vocoder.safetensors")
+        (tmp / "vocoder.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TokenVocoder":
+        folder = Path(folder)
+        if not (folder / "vocoder.json").is_file():
+            from aqaa.errors import AqaaInputError
+
+            raise AqaaInputError(f"{folder}: not a vocoder folder (no vocoder.json)")
+        model = cls(VocoderConfig(**json.loads((folder / "vocoder.json").read_text())))
+        model.load_state_dict(load_file(folder / "vocoder.safetensors"))
+        return model.eval()
+
+    def start(self) -> "StreamingVocoder":
+        return StreamingVocoder(self)
+
+    @torch.inference_mode()
+    def synthesize(self, linguistic, semantic, duration_s: float | None = None) -> np.ndarray:
+        lin = torch.as_tensor(np.asarray(linguistic), dtype=torch.long)[None]
+        sem = torch.as_tensor(np.asarray(semantic), dtype=torch.long)[None]
+        y = self(lin, sem)[0].numpy()
+        return y[: int(round(duration_s * self.cfg.sample_rate))] if duration_s else y
+
+
+@dataclass
+class VocoderState:
+    """What streaming remembers: each block's left frames, the overlap-add tail, frames emitted so far."""
+
+    conv: list | None = None
+    tail: torch.Tensor | None = None  # un-normalized OLA samples not yet final (n_fft - hop)
+    frames: int = 0
+
+    def copy(self) -> "VocoderState":
+        import copy
+
+        return copy.deepcopy(self)
+
+
+class StreamingVocoder:
+    """Feed whole groups (`step(lin, sem)`), get every sample that became final; `flush()` returns the rest."""
+
+    def __init__(self, voc: TokenVocoder):
+        self.voc = voc
+        self.state = VocoderState()
+        n_fft, hop = voc.cfg.n_fft, voc.cfg.hop
+        env = voc.envelope(n_fft // hop * 4)  # steady-state envelope (the start is handled by `frames`)
+        self._steady = float(env[len(env) // 2])
+        self._lead = n_fft - hop  # samples before frame 0's end: dropped, as offline
+
+    def reset(self) -> None:
+        self.state = VocoderState()
+
+    @torch.inference_mode()
+    def step(self, linguistic, semantic) -> np.ndarray:
+        voc, st = self.voc, self.state
+        lin = torch.as_tensor(np.asarray(linguistic), dtype=torch.long)[None]
+        sem = torch.as_tensor(np.asarray(semantic), dtype=torch.long)[None]
+        spec, st.conv = voc.spectra(lin, sem, st.conv)
+        ola = voc.frames_to_wave(spec)[0]  # (t - 1) hop + n_fft samples from this chunk's first frame window
+        overlap = voc.cfg.n_fft - voc.cfg.hop
+        if st.tail is not None:
+            ola[:overlap] += st.tail
+        t = spec.shape[2]
+        final = ola[: t * voc.cfg.hop]
+        st.tail = ola[t * voc.cfg.hop:].clone()
+        out = self._normalize(final, st.frames)
+        st.frames += t
+        return out
+
+    def _normalize(self, samples: torch.Tensor, first_frame: int) -> np.ndarray:
+        """Divide by the window envelope; only the first n_fft - hop samples of the stream see a partial one."""
+        start = first_frame * self.voc.cfg.hop  # position of these samples in the un-trimmed OLA
+        env = torch.full((len(samples),), self._steady)
+        if start < self._lead:
+            full = self.voc.envelope(first_frame + len(samples) // self.voc.cfg.hop + 4)
+            env = full[start: start + len(samples)]
+        y = samples / env
+        drop = max(0, self._lead - start)
+        return y[drop:].numpy()
+
+    def flush(self) -> np.ndarray:
+        """The overlap-add tail after the last group, normalized by the ending envelope (as offline); resets."""
+        st = self.state
+        if st.tail is None:
+            return np.zeros(0, np.float32)
+        lead = self._lead
+        env = self.voc.envelope(min(st.frames, 8))[-lead:]
+        y = (st.tail / env).numpy()
+        if st.frames * self.voc.cfg.hop < lead:  # a stream shorter than the lead: drop what offline drops too
+            y = y[lead - st.frames * self.voc.cfg.hop:]
+        self.reset()
+        return y

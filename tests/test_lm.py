@@ -1,0 +1,137 @@
+"""Backbone LM on tiny configs: vocabulary layout, chat format, constrained streaming generation, exact resume,
+the stage chain, and the pretrained SmolLM2 path (bundled GGUF -> extended -> trained -> save/load)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aqaa.lm.format import AnswerRhythm, answer_ids, dialogue
+from aqaa.lm.generate import Generator, Sampling, generate_answer
+from aqaa.lm.model import PRESETS, AudioLM
+from aqaa.lm.vocab import CONTROL_TOKENS
+from aqaa.train.lm import build_parts, collate, stage_config, train_stage
+
+LINES = ["What is the capital of Japan?", "The capital of Japan is Tokyo.", "Seven plus five is twelve."] * 5
+
+
+@pytest.fixture(scope="module")
+def tiny_lm() -> AudioLM:
+    lm = AudioLM.create(PRESETS["tiny"], LINES)
+    lm.model.eval()
+    return lm
+
+
+def test_vocabulary_is_text_then_5120_audio_then_controls(tiny_lm):
+    v = tiny_lm.vocab
+    assert v.audio_offset == v.text_size == 300
+    assert v.l_range == (300, 300 + 1024) and v.s_range == (300 + 1024, 300 + 5120)
+    assert sorted(v.ctrl.values()) == list(range(300 + 5120, 300 + 5120 + len(CONTROL_TOKENS)))
+    assert v.hf.convert_ids_to_tokens(v.s_id(4095)) == "<s_4095>"
+    assert tiny_lm.model.get_input_embeddings().num_embeddings == v.size
+    assert v.decode_text(v.encode_text("The capital of Japan is Tokyo.")) == "The capital of Japan is Tokyo."
+    assert v.split_group_ids(v.audio_group_ids([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])) == ([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])
+
+
+def test_answer_interleaves_text_ahead_of_whole_groups(tiny_lm):
+    v = tiny_lm.vocab
+    text = v.encode_text("The capital of Japan is Tokyo.")
+    audio = v.audio_group_ids(list(range(40)), list(range(60)))  # 20 groups
+    ids = answer_ids(v, text, audio, AnswerRhythm(text_chunk=2, audio_chunk=4))
+    assert ids[:2] == text[:2] and v.l_range[0] <= ids[2] < v.l_range[1]
+    assert ids[-2:] == [v.ctrl["audio_end"], v.ctrl["end_turn"]]
+    assert [i for i in ids if v.is_text(i)] == text  # all text, in order
+    assert [i for i in ids if i >= v.audio_offset and i < v.s_range[1]] == audio  # all audio, in order
+    assert ids.index(v.ctrl["text_end"]) < len(ids) - 2
+    seq = dialogue(v, [(audio[:10], text, audio)], AnswerRhythm())
+    user_part = seq.ids.index(v.ctrl["assistant"]) + 1
+    assert not any(seq.loss[:user_part]) and all(seq.loss[user_part:])  # loss on the answer only
+
+
+def test_generation_is_well_formed_streams_groups_and_forks(tiny_lm):
+    v = tiny_lm.vocab
+    gen = Generator(tiny_lm, Sampling(text_temperature=1.0, audio_temperature=1.0, max_groups=12,
+                                      max_text_tokens=10, seed=1))
+    prompt = [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *v.audio_group_ids([1, 2], [3, 4, 5]),
+              v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
+    state = gen.feed(gen.new_state(), prompt)
+    fork = state.copy()
+    events = list(gen.answer(state))
+    assert events[-1].kind == "end" and state.answer[-2:] == [v.ctrl["audio_end"], v.ctrl["end_turn"]]
+    groups = [e for e in events if e.kind == "group"]
+    assert 1 <= len(groups) <= 12
+    for e in groups:
+        assert len(e.ids) == 5 and len(e.linguistic) == 2 and len(e.semantic) == 3
+        assert all(v.l_range[0] <= i < v.l_range[1] for i in e.ids[:2])
+        assert all(v.s_range[0] <= i < v.s_range[1] for i in e.ids[2:])
+    assert sum(e.kind == "text" for e in events) <= 10
+    # the copied state continues independently; greedy decoding from two copies agrees
+    greedy = Generator(tiny_lm, Sampling(text_temperature=0, audio_temperature=0, max_groups=6, max_text_tokens=4))
+    a, b = fork.copy(), fork.copy()
+    assert [e.ids for e in greedy.answer(a)] == [e.ids for e in greedy.answer(b)]
+    assert generate_answer(greedy, prompt)["ids"] == a.answer
+
+
+def _losses(folder) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_killed_stage_resumes_with_the_same_loss_curve(tiny_corpus, tmp_path):
+    args = dict(data_dir=tiny_corpus["data"], tokens_path=tiny_corpus["tokens"])
+    over = ["steps=16", "batch=4", "ckpt_every=5", "log_every=1", "warmup=3"]
+    whole = train_stage(stage_config("stage1", "tiny", over), out=tmp_path / "a", **args)
+    assert (whole / "aqaa_lm.json").exists()
+    # "kill" at step 13: the checkpoint is at 10, rows 11-13 were logged by the dead run and must be replayed
+    train_stage(stage_config("stage1", "tiny", over), out=tmp_path / "b", stop_after=13, **args)
+    assert json.loads((tmp_path / "b/stage1/checkpoint/trainer.json").read_text())["step"] == 10
+    train_stage(stage_config("stage1", "tiny", over), out=tmp_path / "b", **args)
+    a, b = _losses(tmp_path / "a/stage1"), _losses(tmp_path / "b/stage1")
+    assert [s for s, _ in b] == [s for s, _ in a] == list(range(1, 17))
+    assert [x for _, x in b] == pytest.approx([x for _, x in a], abs=1e-5)
+    assert (tmp_path / "b/stage1/loss.png").exists()
+
+
+def test_stages_chain_to_sft(tiny_corpus, tmp_path):
+    args = dict(data_dir=tiny_corpus["data"], tokens_path=tiny_corpus["tokens"], out=tmp_path)
+    for stage in ("stage1", "stage2", "stage3", "sft"):
+        final = train_stage(stage_config(stage, "tiny", ["steps=3", "batch=2"]), **args)
+        assert (final / "model.safetensors").exists()
+    lm = AudioLM.load(tmp_path / "sft" / "model")
+    parts = build_parts(tiny_corpus["data"], json_tokens(tiny_corpus["tokens"]), lm.vocab, lm.cfg.rhythm)
+    assert parts["dialogue"] and parts["single_turn"] and parts["tts"] and parts["asr"]
+    with pytest.raises(FileNotFoundError):
+        train_stage(stage_config("stage2", "tiny", ["steps=1"]), tiny_corpus["data"], tiny_corpus["tokens"],
+                    tmp_path / "empty")
+
+
+def json_tokens(path):
+    from aqaa.data.tokens import read_tokens
+
+    return read_tokens(path)
+
+
+def test_smollm2_extends_trains_and_round_trips(tiny_corpus, tmp_path):
+    lm = AudioLM.create(PRESETS["smollm2"])
+    v = lm.vocab
+    assert v.audio_offset == 49152 and v.size == 49152 + 5120 + len(CONTROL_TOKENS)
+    assert lm.model.get_input_embeddings().num_embeddings >= v.size
+    parts = build_parts(tiny_corpus["data"], json_tokens(tiny_corpus["tokens"]), v, lm.cfg.rhythm)
+    batch = collate(parts["single_turn"][:2], v.ctrl["pad"], 256)
+    opt = torch.optim.AdamW(lm.model.parameters(), lr=3e-4)
+    losses = []
+    for _ in range(3):
+        loss = lm.model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    lm.model.eval()
+    lm.save(tmp_path / "smol")
+    back = AudioLM.load(tmp_path / "smol")
+    x = batch["input_ids"][:1, :32]
+    with torch.no_grad():
+        assert torch.allclose(lm.model(x).logits, back.model(x).logits, atol=1e-4)
+    assert back.vocab.audio_offset == 49152 and back.cfg.pretrained == "smollm2"
