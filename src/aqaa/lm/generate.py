@@ -41,9 +41,13 @@ class GrammarState:
 
 
 class AnswerGrammar:
-    def __init__(self, vocab: Vocab, rhythm: AnswerRhythm, sampling: Sampling):
+    def __init__(self, vocab: Vocab, rhythm: AnswerRhythm, sampling: Sampling, codebooks: tuple[int, int] | None = None):
+        """`codebooks` (linguistic, semantic sizes) limits audio ids to what the tokenizer/vocoder really use."""
         self.vocab, self.rhythm, self.sampling = vocab, rhythm, sampling
         n, c = vocab.size, vocab.ctrl
+        n_l, n_s = codebooks or (vocab.l_range[1] - vocab.l_range[0], vocab.s_range[1] - vocab.s_range[0])
+        l_range = (vocab.l_range[0], vocab.l_range[0] + n_l)
+        s_range = (vocab.s_range[0], vocab.s_range[0] + n_s)
 
         def mask(*ranges, ids=()) -> torch.Tensor:
             m = torch.zeros(n, dtype=torch.bool)
@@ -57,11 +61,11 @@ class AnswerGrammar:
         text[[i for i in vocab.hf.all_special_ids if i < vocab.text_size]] = False  # e.g. SmolLM2's <|im_end|>
         self.masks = {
             "text": text | mask(ids=[c["text_end"]]),
-            "text_or_audio": text | mask(vocab.l_range, ids=[c["text_end"]]),
+            "text_or_audio": text | mask(l_range, ids=[c["text_end"]]),
             "text_end": mask(ids=[c["text_end"]]),
-            "l": mask(vocab.l_range),
-            "s": mask(vocab.s_range),
-            "l_or_end": mask(vocab.l_range, ids=[c["audio_end"]]),
+            "l": mask(l_range),
+            "s": mask(s_range),
+            "l_or_end": mask(l_range, ids=[c["audio_end"]]),
             "audio_end": mask(ids=[c["audio_end"]]),
             "end_turn": mask(ids=[c["end_turn"]]),
         }
@@ -143,10 +147,10 @@ class Generator:
     """`feed(state, ids)` extends the context (prompt, or a user turn in a conversation); `answer(state)` yields
     events until `<|end_turn|>`. The state object holds the KV cache, so a conversation is one state."""
 
-    def __init__(self, lm: AudioLM, sampling: Sampling | None = None):
+    def __init__(self, lm: AudioLM, sampling: Sampling | None = None, codebooks: tuple[int, int] | None = None):
         self.lm, self.vocab = lm, lm.vocab
         self.sampling = sampling or Sampling()
-        self.grammar = AnswerGrammar(lm.vocab, lm.cfg.rhythm, self.sampling)
+        self.grammar = AnswerGrammar(lm.vocab, lm.cfg.rhythm, self.sampling, codebooks)
         self._gen = torch.Generator()
         if self.sampling.seed is not None:
             self._gen.manual_seed(self.sampling.seed)

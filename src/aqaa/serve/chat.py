@@ -27,7 +27,9 @@ def open_session(model: str | None = None, engine: str = "auto"):
         raise AqaaInputError(f"{model}: no such model folder")
     folder = Path(model) if model else DEFAULT_MODEL
     if (folder / "aqaa.json").exists():
-        raise AqaaInputError(f"{folder}: aqaa model folders are not supported by this version yet")
+        from aqaa.serve.engine import AqaaSession
+
+        return AqaaSession(folder)
     if model is not None:
         raise AqaaInputError(f"{model}: not an aqaa model folder (no aqaa.json)")
     print("aqaa: no aqaa model is shipped yet; answering with the cascade baseline "

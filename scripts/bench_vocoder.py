@@ -1,0 +1,156 @@
+"""Vocoder benchmark -> reports/vocoder.{json,md}.
+
+    .venv/bin/python scripts/bench_vocoder.py --vocoder runs/voc46/model --tokens runs/tokens46/tokens.jsonl \
+        --data data/spokenqa [--n 60]
+
+- intelligibility: Whisper tiny.en WER of resynthesized held-out (valid + test) assistant answers, beside the WER
+  of the original Piper audio and of a Griffin-Lim baseline on the same tokens (the vocoder's magnitudes, phase
+  by 32 Griffin-Lim iterations);
+- prosody kept on control renderings (slow/fast/loud/soft/high/low answers): duration within 10 %, RMS within 2 dB,
+  median F0 within 1 semitone of the source;
+- speed: streaming one 120 ms group per step on this CPU: x real time, step latency p50/p95, first chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from aqaa.audio.measure import measure, semitones
+from aqaa.data.tokens import read_tokens
+from aqaa.eval.asr import transcribe
+from aqaa.eval.text import wer
+from aqaa.vocoder.model import TokenVocoder
+
+
+def held_out(data: Path, tokens: dict) -> tuple[list[dict], list[dict]]:
+    """(plain answers with text, control-styled answers with their style axis) of valid + test, joe voice."""
+    plain, control = [], []
+    for split in ("valid", "test"):
+        for line in (data / f"{split}.jsonl").read_text().splitlines():
+            for turn in json.loads(line)["turns"]:
+                a = turn["answer"]
+                if a["voice"] != "joe" or a["audio"] not in tokens:
+                    continue
+                row = {"audio": a["audio"], "text": a["text"]}
+                (control if turn.get("control") else plain).append({**row, "control": turn.get("control")})
+    return plain, control
+
+
+def griffin_lim(voc: TokenVocoder, lin, sem, duration_s: float) -> np.ndarray:
+    import librosa
+
+    with torch.no_grad():
+        spec, _ = voc.spectra(torch.as_tensor(lin)[None].long(), torch.as_tensor(sem)[None].long())
+    mag = spec.abs()[0].numpy()
+    y = librosa.griffinlim(mag, n_iter=32, hop_length=voc.cfg.hop, win_length=voc.cfg.n_fft, n_fft=voc.cfg.n_fft,
+                           center=False, random_state=0)
+    y = y[voc.cfg.n_fft - voc.cfg.hop:]
+    return y[: int(duration_s * 16_000)].astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vocoder", required=True)
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--data", default="data/spokenqa")
+    ap.add_argument("--n", type=int, default=60, help="plain answers for the WER")
+    ap.add_argument("--out", default="reports/vocoder")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    data, tokens = Path(args.data), read_tokens(Path(args.tokens))
+    voc = TokenVocoder.load(args.vocoder)
+    plain, control = held_out(data, tokens)
+    plain = plain[: args.n]
+
+    refs, hyp = [], {"piper": [], "vocoder": [], "griffin_lim": []}
+    for row in plain:
+        t = tokens[row["audio"]]
+        src = sf.read(data / row["audio"], dtype="float32")[0]
+        refs.append(row["text"])
+        hyp["piper"].append(transcribe(src))
+        hyp["vocoder"].append(transcribe(voc.synthesize(t["linguistic"], t["semantic"], t["duration_s"])))
+        hyp["griffin_lim"].append(transcribe(griffin_lim(voc, t["linguistic"], t["semantic"], t["duration_s"])))
+    wers = {k: round(float(np.mean([wer(r, h) for r, h in zip(refs, v)])), 4) for k, v in hyp.items()}
+
+    pros = []
+    for row in control:
+        t = tokens[row["audio"]]
+        src = sf.read(data / row["audio"], dtype="float32")[0]
+        out = voc.synthesize(t["linguistic"], t["semantic"], t["duration_s"])
+        ms, mo = measure(src, 16_000), measure(out, 16_000)
+        pros.append({"audio": row["audio"], "axis": row["control"]["axis"],
+                     "duration_ratio": mo.speech_s / max(ms.speech_s, 1e-3),
+                     "rms_db_diff": mo.rms_db - ms.rms_db,
+                     "f0_st_diff": semitones(mo.f0_hz, ms.f0_hz) if ms.f0_hz == ms.f0_hz and mo.f0_hz == mo.f0_hz
+                     else float("nan")})
+    ok_dur = [abs(p["duration_ratio"] - 1) <= 0.10 for p in pros]
+    ok_rms = [abs(p["rms_db_diff"]) <= 2.0 for p in pros]
+    ok_f0 = [abs(p["f0_st_diff"]) <= 1.0 for p in pros]
+    prosody = {
+        "items": len(pros),
+        "duration_within_10pct": round(float(np.mean(ok_dur)), 3),
+        "rms_within_2db": round(float(np.mean(ok_rms)), 3),
+        "f0_within_1st": round(float(np.mean(ok_f0)), 3),
+        "duration_ratio_median": round(statistics.median(p["duration_ratio"] for p in pros), 3),
+        "rms_db_diff_median": round(statistics.median(p["rms_db_diff"] for p in pros), 2),
+        "f0_st_diff_median": round(float(np.nanmedian([p["f0_st_diff"] for p in pros])), 2),
+    }
+
+    # streaming speed, one group per step
+    steps, total_audio, total_time, first = [], 0.0, 0.0, []
+    for row in plain[:30]:
+        t = tokens[row["audio"]]
+        s = voc.start()
+        lin, sem = t["linguistic"], t["semantic"]
+        for g in range(len(lin) // 2):
+            t0 = time.perf_counter()
+            s.step(lin[2 * g: 2 * g + 2], sem[3 * g: 3 * g + 3])
+            dt = time.perf_counter() - t0
+            steps.append(dt)
+            total_time += dt
+            if g == 0:
+                first.append(dt)
+        t0 = time.perf_counter()
+        s.flush()
+        total_time += time.perf_counter() - t0
+        total_audio += len(lin) // 2 * 0.12
+    speed = {"x_real_time_streaming": round(total_audio / total_time, 1),
+             "step_ms_p50": round(1000 * float(np.percentile(steps, 50)), 2),
+             "step_ms_p95": round(1000 * float(np.percentile(steps, 95)), 2),
+             "first_chunk_ms_p50": round(1000 * float(np.median(first)), 2),
+             "first_chunk_ms_max": round(1000 * float(np.max(first)), 2)}
+
+    report = {"vocoder": args.vocoder, "config": json.loads((Path(args.vocoder) / "vocoder.json").read_text()),
+              "params_m": round(sum(p.numel() for p in voc.parameters()) / 1e6, 2), "wer_items": len(plain),
+              "wer": wers, "prosody": prosody, "speed_2_cores": speed,
+              "examples": [{"ref": r, **{k: v[i] for k, v in hyp.items()}} for i, r in enumerate(refs[:8])]}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    md = [f"# Vocoder benchmark (`{args.vocoder}`, {report['params_m']} M params, 2-core CPU)", "",
+          f"Whisper tiny.en WER on {len(plain)} held-out assistant answers (valid + test):", "",
+          "| audio | WER |", "|---|---|"]
+    md += [f"| {k} | {v:.3f} |" for k, v in wers.items()]
+    md += ["", f"Prosody kept on {len(pros)} held-out control renderings (resynthesis vs source):", "",
+           "| criterion | pass rate | median |", "|---|---|---|",
+           f"| duration within 10 % | {prosody['duration_within_10pct']:.3f} | ratio {prosody['duration_ratio_median']} |",
+           f"| RMS within 2 dB | {prosody['rms_within_2db']:.3f} | {prosody['rms_db_diff_median']} dB |",
+           f"| median F0 within 1 st | {prosody['f0_within_1st']:.3f} | {prosody['f0_st_diff_median']} st |",
+           "", "Streaming speed (one 120 ms group per step):", "", "| measure | value |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in speed.items()]
+    md += ["", "Examples (reference / piper / vocoder / griffin-lim):", ""]
+    md += [f"- {e['ref']} / {e['piper']} / {e['vocoder']} / {e['griffin_lim']}" for e in report["examples"]]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

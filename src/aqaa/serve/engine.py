@@ -1,0 +1,146 @@
+"""The aqaa speech-to-speech engine: query audio -> tokens -> LM (streaming, KV cache) -> vocoder -> audio.
+
+A model folder holds `aqaa.json` and three parts: `tokenizer/`, `lm/` (save_pretrained), `vocoder/`. A session is
+one conversation: its `DecodeState` (the KV cache over every earlier turn, the assistant's own answers included)
+and the history needed to rebuild that cache when the context window fills up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from aqaa.eval.cascade import TurnResult
+from aqaa.lm.format import prompt as build_prompt
+from aqaa.lm.format import user_turn
+from aqaa.lm.generate import Generator, Sampling
+from aqaa.lm.model import AudioLM
+from aqaa.tokenizer.model import DualTokenizer
+from aqaa.vocoder.model import TokenVocoder
+
+MODEL_FILE = "aqaa.json"
+
+
+def assemble_model(out: str | Path, tokenizer: str | Path, lm: str | Path, vocoder: str | Path,
+                   sampling: Sampling | None = None, extra: dict | None = None) -> Path:
+    """Copy the three trained parts into one model folder (atomically) with `aqaa.json`."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, src in (("tokenizer", tokenizer), ("lm", lm), ("vocoder", vocoder)):
+        shutil.copytree(src, tmp / name)
+    meta = {"tokenizer": "tokenizer", "lm": "lm", "vocoder": "vocoder",
+            "sampling": asdict(sampling or Sampling()), **(extra or {})}
+    (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=1))
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+class AqaaSession:
+    name = "aqaa"
+
+    def __init__(self, folder: str | Path, sampling: Sampling | None = None):
+        t0 = time.perf_counter()
+        folder = Path(folder)
+        meta = json.loads((folder / MODEL_FILE).read_text())
+        self.tokenizer = DualTokenizer.load(folder / meta["tokenizer"])
+        self.lm = AudioLM.load(folder / meta["lm"])
+        self.vocoder = TokenVocoder.load(folder / meta["vocoder"])
+        self.sampling = sampling or Sampling(**meta.get("sampling", {}))
+        codebooks = (self.tokenizer.cfg.linguistic.codes, self.tokenizer.cfg.semantic.codes)
+        if codebooks[0] > self.vocoder.cfg.l_codes or codebooks[1] > self.vocoder.cfg.s_codes:
+            raise ValueError(f"{folder}: the vocoder knows fewer codes than the tokenizer makes")
+        self.gen = Generator(self.lm, self.sampling, codebooks)
+        self.sample_rate = self.vocoder.cfg.sample_rate
+        self.reset()
+        warm = np.sin(np.linspace(0, 2000, 8000)).astype(np.float32) * 0.1  # one-off allocations, not a turn's cost
+        self.tokenizer.encode(warm)
+        list(self.stream_answer(warm, max_groups=2))
+        self.reset()
+        self.load_s = time.perf_counter() - t0
+
+    def reset(self) -> None:
+        self.state = None
+        self.history: list[tuple[list[int], list[int]]] = []  # (query audio ids, answer ids) per earlier turn
+
+    def _context(self, q_ids: list[int]) -> None:
+        """Extend the conversation's KV cache by the new user turn; rebuild from recent turns when it is full."""
+        v = self.lm.vocab
+        new = user_turn(v, q_ids) + [v.ctrl["assistant"]]
+        budget = self.lm.cfg.max_positions - (self.sampling.max_groups * 5 + self.sampling.max_text_tokens + 8)
+        if self.state is not None and self.state.n_past + len(new) <= budget:
+            self.gen.feed(self.state, new)
+            return
+        history = list(self.history)
+        while True:  # drop the oldest turns until the prompt fits
+            ids = build_prompt(v, history, q_ids)
+            if len(ids) <= budget or not history:
+                break
+            history = history[1:]
+        if len(ids) > budget:
+            from aqaa.errors import AqaaInputError
+
+            raise AqaaInputError(f"query too long for the model's context ({len(ids)} tokens > {budget})")
+        self.history = history
+        self.state = self.gen.feed(self.gen.new_state(), ids)
+
+    def stream_answer(self, samples: np.ndarray, max_groups: int | None = None,
+                      on_text: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
+        """Yield answer audio chunks as soon as each 120 ms group is generated; the text goes to `on_text`."""
+        v = self.lm.vocab
+        streams = self.tokenizer.encode(samples)
+        q_ids = v.audio_group_ids(streams.linguistic, streams.semantic)
+        self._context(q_ids)
+        voc = self.vocoder.start()
+        saved = self.gen.sampling.max_groups
+        if max_groups is not None:
+            self.gen.sampling.max_groups = max_groups
+        text_ids: list[int] = []
+        try:
+            for ev in self.gen.answer(self.state):
+                if ev.kind == "text":
+                    text_ids += ev.ids
+                    if on_text:
+                        on_text(v.decode_text(text_ids))
+                elif ev.kind == "group":
+                    chunk = voc.step(ev.linguistic, ev.semantic)
+                    if len(chunk):
+                        yield chunk
+        finally:
+            self.gen.sampling.max_groups = saved
+        tail = voc.flush()
+        if len(tail):
+            yield tail
+        self.history.append((q_ids, list(self.state.answer)))
+        self.last_text = v.decode_text(text_ids)
+
+    @torch.inference_mode()
+    def answer(self, samples: np.ndarray, sample_rate: int = 16_000) -> TurnResult:
+        if sample_rate != 16_000:
+            import soxr
+
+            samples = soxr.resample(samples, sample_rate, 16_000).astype(np.float32)
+        t0 = time.perf_counter()
+        timeline: dict[str, float] = {}
+        chunks = []
+        for chunk in self.stream_answer(samples):
+            if not chunks:
+                timeline["first_audio_ms"] = 1000 * (time.perf_counter() - t0)
+            chunks.append(chunk)
+        timeline["total_ms"] = 1000 * (time.perf_counter() - t0)
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return TurnResult(self.last_text, np.clip(audio, -1, 1).astype(np.float32), self.sample_rate,
+                          {k: round(x, 1) for k, x in timeline.items()})
