@@ -8,24 +8,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import soundfile as sf
 
-from aqaa.lm.generate import Sampling
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_corpus, tmp_path_factory):
-    from aqaa.serve.engine import assemble_model
-    from aqaa.train.lm import stage_config, train_stage
-    from aqaa.train.vocoder import train_vocoder
-
-    root = tmp_path_factory.mktemp("model")
-    lm = train_stage(stage_config("stage1", "tiny", ["steps=3", "batch=2"]), tiny_corpus["data"],
-                     tiny_corpus["tokens"], root / "lm")
-    voc = train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], root / "voc", "tiny", ["steps=2", "batch=2"])
-    return assemble_model(root / "model", tiny_corpus["tokenizer"], lm, voc,
-                          Sampling(max_groups=10, max_text_tokens=6, audio_temperature=1.0))
 
 
 def test_session_streams_and_keeps_the_conversation(tiny_model, speech):

@@ -88,6 +88,12 @@ def _cmd_detokenize(args: argparse.Namespace) -> None:
     print(f"{len(samples) / voc.cfg.sample_rate:.2f} s -> {args.output}")
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from aqaa.serve.server import serve
+
+    serve(args.host, args.port, args.model, args.engine)
+
+
 def _cmd_tokenize(args: argparse.Namespace) -> None:
     from aqaa.audio.io import load_audio
     from aqaa.tokenizer.model import load_default_tokenizer
@@ -153,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", help="tokenizer folder (default: the shipped one)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_tokenize)
+
+    t = sub.add_parser("serve", help="websocket voice API, POST /v1/chat, /health and a browser page")
+    t.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    t.add_argument("--port", type=int, default=8000)
+    t.add_argument("--model", help="model folder (default: the shipped model)")
+    t.add_argument("--engine", default="auto", choices=["auto", "cascade"])
+    t.set_defaults(func=_cmd_serve)
 
     t = sub.add_parser("detokenize", help="audio tokens (the JSON of `aqaa tokenize --json`) -> wav")
     t.add_argument("input")

@@ -31,3 +31,16 @@ def speech_spans(samples: np.ndarray, sample_rate: int = 16_000, min_speech_ms: 
         )
     _model().reset_states()
     return [(float(s["start"]), float(s["end"])) for s in stamps]
+
+
+def speech_probability_fn():
+    """A streaming speech detector with its own state: call it on successive 512-sample (32 ms) 16 kHz windows."""
+    from silero_vad import load_silero_vad
+
+    model = load_silero_vad()
+
+    def prob(window: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(model(torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)), 16_000))
+
+    return prob

@@ -49,27 +49,37 @@ def assemble_model(out: str | Path, tokenizer: str | Path, lm: str | Path, vocod
     return out
 
 
-class AqaaSession:
-    name = "aqaa"
+class AqaaModel:
+    """The loaded parts of a model folder, shared by every session (a session adds only conversation state)."""
 
-    def __init__(self, folder: str | Path, sampling: Sampling | None = None):
-        t0 = time.perf_counter()
+    def __init__(self, folder: str | Path):
         folder = Path(folder)
         meta = json.loads((folder / MODEL_FILE).read_text())
+        self.folder = folder
         self.tokenizer = DualTokenizer.load(folder / meta["tokenizer"])
         self.lm = AudioLM.load(folder / meta["lm"])
         self.vocoder = TokenVocoder.load(folder / meta["vocoder"])
-        self.sampling = sampling or Sampling(**meta.get("sampling", {}))
-        codebooks = (self.tokenizer.cfg.linguistic.codes, self.tokenizer.cfg.semantic.codes)
-        if codebooks[0] > self.vocoder.cfg.l_codes or codebooks[1] > self.vocoder.cfg.s_codes:
+        self.sampling = Sampling(**meta.get("sampling", {}))
+        self.codebooks = (self.tokenizer.cfg.linguistic.codes, self.tokenizer.cfg.semantic.codes)
+        if self.codebooks[0] > self.vocoder.cfg.l_codes or self.codebooks[1] > self.vocoder.cfg.s_codes:
             raise ValueError(f"{folder}: the vocoder knows fewer codes than the tokenizer makes")
-        self.gen = Generator(self.lm, self.sampling, codebooks)
+
+
+class AqaaSession:
+    name = "aqaa"
+
+    def __init__(self, model: "str | Path | AqaaModel", sampling: Sampling | None = None, warm_up: bool = True):
+        t0 = time.perf_counter()
+        self.model = model if isinstance(model, AqaaModel) else AqaaModel(model)
+        self.tokenizer, self.lm, self.vocoder = self.model.tokenizer, self.model.lm, self.model.vocoder
+        self.sampling = sampling or Sampling(**asdict(self.model.sampling))
+        self.gen = Generator(self.lm, self.sampling, self.model.codebooks)
         self.sample_rate = self.vocoder.cfg.sample_rate
         self.reset()
-        warm = np.sin(np.linspace(0, 2000, 8000)).astype(np.float32) * 0.1  # one-off allocations, not a turn's cost
-        self.tokenizer.encode(warm)
-        list(self.stream_answer(warm, max_groups=2))
-        self.reset()
+        if warm_up:
+            warm = np.sin(np.linspace(0, 2000, 8000)).astype(np.float32) * 0.1  # one-off allocations
+            list(self.stream_answer(warm, max_groups=2))
+            self.reset()
         self.load_s = time.perf_counter() - t0
 
     def reset(self) -> None:
@@ -98,8 +108,9 @@ class AqaaSession:
         self.state = self.gen.feed(self.gen.new_state(), ids)
 
     def stream_answer(self, samples: np.ndarray, max_groups: int | None = None,
-                      on_text: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
-        """Yield answer audio chunks as soon as each 120 ms group is generated; the text goes to `on_text`."""
+                      on_text: Callable[[str], None] | None = None, stop=None) -> Iterator[np.ndarray]:
+        """Yield answer audio chunks as soon as each 120 ms group is generated; the text goes to `on_text`.
+        `stop` (a threading.Event) is barge-in: once set, generation ends after the current token."""
         v = self.lm.vocab
         streams = self.tokenizer.encode(samples)
         q_ids = v.audio_group_ids(streams.linguistic, streams.semantic)
@@ -109,8 +120,12 @@ class AqaaSession:
         if max_groups is not None:
             self.gen.sampling.max_groups = max_groups
         text_ids: list[int] = []
+        interrupted = False
         try:
             for ev in self.gen.answer(self.state):
+                if stop is not None and stop.is_set():
+                    interrupted = True
+                    break
                 if ev.kind == "text":
                     text_ids += ev.ids
                     if on_text:
@@ -121,11 +136,16 @@ class AqaaSession:
                         yield chunk
         finally:
             self.gen.sampling.max_groups = saved
+        self.last_text = v.decode_text(text_ids)
+        if interrupted:  # the cache ends mid-answer: close the turn in the history and rebuild the cache next turn
+            done = self.state.answer[: len(self.state.answer) - len(self.state.group)]
+            self.history.append((q_ids, done + [v.ctrl["text_end"], v.ctrl["audio_end"], v.ctrl["end_turn"]]))
+            self.state = None
+            return
         tail = voc.flush()
         if len(tail):
             yield tail
         self.history.append((q_ids, list(self.state.answer)))
-        self.last_text = v.decode_text(text_ids)
 
     @torch.inference_mode()
     def answer(self, samples: np.ndarray, sample_rate: int = 16_000) -> TurnResult:
