@@ -53,6 +53,9 @@ class StageConfig:
     log_every: int = 10
     seed: int = 0
     mix: dict = field(default_factory=dict)
+    mixed_precision: str = "no"  # "bf16" on GPUs
+    stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
+    gradient_checkpointing: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -172,19 +175,43 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path) -> AudioLM:
     return lm
 
 
+def token_loss(model, batch: dict, acc) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss to backpropagate, loss to log). The sum of token losses on this rank over the number of trained
+    tokens on *all* ranks, times the world size: DDP's gradient averaging then gives exactly the gradient of the
+    global per-token mean, so N processes train like one process with the same global batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                              ignore_index=-100, reduction="sum")
+    n_global = acc.reduce((labels != -100).sum().detach(), "sum").clamp(min=1)
+    logged = acc.reduce(total.detach(), "sum") / n_global
+    return total * acc.num_processes / n_global, logged
+
+
 def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path, out: str | Path,
                 stop_after: int | None = None) -> Path:
-    """Run (or resume) one stage; returns its final model folder. `stop_after` ends the run early (tests)."""
+    """Run (or resume) one stage; returns its final model folder. `stop_after` ends the run early (tests).
+    Runs as one process or under `accelerate launch` / `torchrun` (DDP): each rank trains its share of every
+    global batch; checkpoints are written by rank 0 and load in any number of processes."""
+    from accelerate import Accelerator
+
+    stop_after = stop_after or cfg.stop_after or None
     data_dir, out = Path(data_dir), Path(out)
     folder = out / cfg.stage
     final = folder / "model"
     if (final / "aqaa_lm.json").exists() and (folder / "done.json").exists():
         return final
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    if cfg.batch % acc.num_processes:
+        raise ValueError(f"batch {cfg.batch} does not split over {acc.num_processes} processes")
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / "checkpoint"
     lm = _init_model(cfg, out, data_dir)  # a resume then loads the checkpoint's weights over it
+    if cfg.gradient_checkpointing:
+        lm.model.gradient_checkpointing_enable()
     lm.model.train()
-    (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if acc.is_main_process:
+        (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
     tokens = read_tokens(Path(tokens_path))
     parts = build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
@@ -200,35 +227,46 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     step = 0
     if (ckpt / "trainer.json").exists():
         step = load_checkpoint(ckpt, lm.model, opt, sched)["step"]
-        metrics.truncate_after(step)  # rows the killed run logged past its last checkpoint are replayed
-    pad = lm.vocab.ctrl["pad"]
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.stage} ({cfg.lm.name})", unit="step")
+        if acc.is_main_process:
+            metrics.truncate_after(step)  # rows the killed run logged past its last checkpoint are replayed
+    model, opt = acc.prepare(lm.model, opt)
+    pad, rank, world = lm.vocab.ctrl["pad"], acc.process_index, acc.num_processes
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.stage} ({cfg.lm.name})", unit="step",
+               disable=not acc.is_main_process)
     tok_count = 0
     while step < cfg.steps:
-        batch = collate(draw_batch(parts, cfg.mix, cfg.batch, cfg.seed, step), pad, cfg.max_len)
-        loss = lm.model(**batch).loss
+        global_batch = draw_batch(parts, cfg.mix, cfg.batch, cfg.seed, step)
+        batch = {k: v.to(acc.device) for k, v in collate(global_batch[rank::world], pad, cfg.max_len).items()}
+        with acc.autocast():
+            loss, logged = token_loss(model, batch, acc)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(lm.model.parameters(), cfg.grad_clip)
+        acc.backward(loss)
+        gnorm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         step += 1
-        tok_count += int(batch["attention_mask"].sum())
+        tok_count += int(acc.reduce(batch["attention_mask"].sum(), "sum"))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            metrics.log(step=step, loss=round(loss.item(), 6), lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
-                        tokens=tok_count, elapsed_s=round(bar.format_dict["elapsed"], 1))
+        bar.set_postfix(loss=f"{logged.item():.3f}")
+        if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
+            metrics.log(step=step, loss=round(logged.item(), 6), lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
+                        tokens=tok_count, processes=world, elapsed_s=round(bar.format_dict["elapsed"], 1))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt, lm.model, opt, step, sched)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(ckpt, acc.unwrap_model(model), opt.optimizer, step, sched)
+            acc.wait_for_everyone()
         if stop_after is not None and step >= stop_after:
             bar.close()
             return ckpt
     bar.close()
-    lm.model.eval()
-    lm.save(final)
-    (folder / "done.json").write_text(json.dumps({"steps": step}))
-    plot_loss(metrics.rows(), folder / "loss.png", cfg.stage)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        lm.model = acc.unwrap_model(model).eval()
+        lm.save(final)
+        (folder / "done.json").write_text(json.dumps({"steps": step, "processes": world}))
+        plot_loss(metrics.rows(), folder / "loss.png", cfg.stage)
+    acc.wait_for_everyone()
     return final
 
 
