@@ -88,6 +88,19 @@ def _cmd_detokenize(args: argparse.Namespace) -> None:
     print(f"{len(samples) / voc.cfg.sample_rate:.2f} s -> {args.output}")
 
 
+def _cmd_train_dpo(args: argparse.Namespace) -> None:
+    from aqaa.train.dpo import train_dpo
+
+    print(f"DPO model saved to {train_dpo(args.sft, args.data, args.tokens, args.out, args.overrides)}")
+
+
+def _cmd_train_merge(args: argparse.Namespace) -> None:
+    from aqaa.train.merge import merge_and_select
+
+    out = merge_and_select(args.sft, args.dpo, args.base, args.data, args.tokens, args.out, args.limit)
+    print(f"merged model saved to {out}\n{(Path(args.out) / 'done.json').read_text()}")
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     from aqaa.serve.server import serve
 
@@ -180,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="default", choices=["tiny", "default"])
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=500 tokenizer.semantic.channels=128")
     t.set_defaults(func=_cmd_train_tokenizer)
+    t = tr.add_parser("dpo", help="DPO (TRL) from the SFT model on automatically built preference pairs (resumable)")
+    t.add_argument("--sft", required=True, help="the SFT model folder")
+    t.add_argument("--data", required=True)
+    t.add_argument("--tokens", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=200 beta=0.2 self_samples=200")
+    t.set_defaults(func=_cmd_train_dpo)
+    t = tr.add_parser("merge", help="merge SFT and DPO (linear / SLERP / TIES), chosen on the validation split")
+    t.add_argument("--sft", required=True)
+    t.add_argument("--dpo", required=True)
+    t.add_argument("--base", required=True, help="the model both started from (stage 3), for TIES")
+    t.add_argument("--data", required=True)
+    t.add_argument("--tokens", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--limit", type=int, default=40, help="validation dialogues per candidate")
+    t.set_defaults(func=_cmd_train_merge)
     t = tr.add_parser("vocoder", help="train the token vocoder on the assistant voice (resumable)")
     t.add_argument("--data", required=True)
     t.add_argument("--tokens", required=True, help="tokens.jsonl made by `aqaa data tokens`")

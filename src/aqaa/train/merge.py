@@ -1,0 +1,132 @@
+"""`aqaa train merge`: merge SFT and DPO checkpoints (linear, SLERP, TIES); merge settings chosen on validation.
+
+Linear and TIES use PEFT's task-vector merge functions (`peft.utils.merge_utils`): task vectors are the
+checkpoints minus a base (the stage-3 model for TIES, the SFT model for linear). SLERP is written here: no installed
+library offers it for whole state dicts (mergekit would bring its own YAML pipeline and dependencies).
+Selection: each candidate answers the validation queries; the text channel's answer accuracy decides, the mean
+token loss of the reference answers breaks ties.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from aqaa.lm.model import AudioLM
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float, eps: float = 1e-7) -> torch.Tensor:
+    """Spherical interpolation of two tensors viewed as vectors (linear when they are nearly parallel)."""
+    va, vb = a.flatten().double(), b.flatten().double()
+    na, nb = va.norm(), vb.norm()
+    if na < eps or nb < eps:
+        return torch.lerp(a, b, t)
+    cos = torch.clamp((va / na) @ (vb / nb), -1.0, 1.0)
+    theta = torch.arccos(cos)
+    if theta.abs() < 1e-4:
+        return torch.lerp(a, b, t)
+    s = torch.sin(theta)
+    out = (torch.sin((1 - t) * theta) / s) * va + (torch.sin(t * theta) / s) * vb
+    return out.reshape(a.shape).to(a.dtype)
+
+
+def merge_states(method: str, sft: dict, dpo: dict, base: dict | None = None, t: float = 0.5,
+                 density: float = 0.7) -> dict:
+    """Merged state dict. linear: sft + t (dpo - sft); slerp: per tensor; ties: base + TIES(sft - base, dpo - base)."""
+    from peft.utils.merge_utils import task_arithmetic, ties
+
+    out = {}
+    for k, a in sft.items():
+        b = dpo[k]
+        if not a.is_floating_point():
+            out[k] = a
+        elif method == "linear":
+            out[k] = a + task_arithmetic([b - a], torch.tensor([t]))
+        elif method == "slerp":
+            out[k] = slerp(a, b, t)
+        elif method == "ties":
+            if base is None:
+                raise ValueError("TIES needs a base checkpoint (the stage-3 model)")
+            c = base[k]
+            out[k] = c + ties([a - c, b - c], torch.tensor([1.0 - t, t]) * 2, density=density)
+        else:
+            raise ValueError(f"unknown merge method {method!r}; linear | slerp | ties")
+    return out
+
+
+def candidates() -> list[dict]:
+    return ([{"method": "linear", "t": t} for t in (0.25, 0.5, 0.75)]
+            + [{"method": "slerp", "t": t} for t in (0.25, 0.5, 0.75)]
+            + [{"method": "ties", "t": 0.5, "density": d} for d in (0.5, 0.8)])
+
+
+def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40) -> dict:
+    """Text-channel answer accuracy on validation queries (greedy) and the mean loss of reference answers."""
+    from aqaa.eval.text import contains_answer
+    from aqaa.lm.format import dialogue
+    from aqaa.lm.generate import Generator, Sampling
+    from aqaa.train.lm import _items, collate
+
+    v = lm.vocab
+    gen = Generator(lm, Sampling(text_temperature=0.0, audio_temperature=0.0, max_groups=2, max_text_tokens=24))
+    hits, n, losses = 0, 0, []
+    for item in _items(data_dir, "valid")[:limit]:
+        turns = []
+        for turn in item["turns"]:
+            q, a = tokens.get(turn["query"]["audio"]), tokens.get(turn["answer"]["audio"])
+            if q is None or a is None:
+                break
+            turns.append((v.audio_group_ids(q["linguistic"], q["semantic"]), v.encode_text(turn["answer"]["text"]),
+                          v.audio_group_ids(a["linguistic"], a["semantic"])))
+        if len(turns) != len(item["turns"]):
+            continue
+        seq = dialogue(v, turns, lm.cfg.rhythm, train_all_answers=False)
+        with torch.no_grad():
+            losses.append(float(lm.model(**collate([seq], v.ctrl["pad"], 4096)).loss))
+        if item["answer"]:
+            ids = seq.ids[: len(seq.ids) - sum(seq.loss)]  # everything before the last answer
+            state = gen.feed(gen.new_state(), ids)
+            text = [e.ids[0] for e in gen.answer(state) if e.kind == "text"]
+            hits += contains_answer(v.decode_text(text), item["answer"])
+            n += 1
+    return {"accuracy": hits / max(n, 1), "loss": sum(losses) / max(len(losses), 1), "n": n}
+
+
+def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | Path, data_dir: str | Path,
+                     tokens_path: str | Path, out: str | Path, limit: int = 40) -> Path:
+    from safetensors.torch import load_file
+
+    from aqaa.data.tokens import read_tokens
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokens = read_tokens(Path(tokens_path))
+    sft = AudioLM.load(sft_dir)
+    sft_state = {k: v.clone() for k, v in sft.model.state_dict().items()}
+    dpo_state = load_file(Path(dpo_dir) / "model.safetensors")
+    base_state = load_file(Path(base_dir) / "model.safetensors")
+    for state in (dpo_state, base_state):  # tied output weights are stored once, as the input embedding
+        if "lm_head.weight" in sft_state and "lm_head.weight" not in state:
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    results_path = out / "selection.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    done = {json.dumps(r["candidate"], sort_keys=True) for r in results}
+    for cand in candidates():
+        key = json.dumps(cand, sort_keys=True)
+        if key in done:
+            continue
+        merged = merge_states(cand["method"], sft_state, dpo_state, base_state, cand["t"], cand.get("density", 0.7))
+        sft.model.load_state_dict(merged)
+        sft.model.eval()
+        results.append({"candidate": cand, **validation_score(sft, Path(data_dir), tokens, limit)})
+        results_path.write_text(json.dumps(results, indent=1))  # resumable: finished candidates are kept
+    best = max(results, key=lambda r: (r["accuracy"], -r["loss"]))
+    cand = best["candidate"]
+    sft.model.load_state_dict(merge_states(cand["method"], sft_state, dpo_state, base_state, cand["t"],
+                                           cand.get("density", 0.7)))
+    sft.model.eval()
+    sft.save(out / "model")
+    (out / "done.json").write_text(json.dumps({"best": best}))
+    return out / "model"
