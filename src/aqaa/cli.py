@@ -101,6 +101,17 @@ def _cmd_train_merge(args: argparse.Namespace) -> None:
     print(f"merged model saved to {out}\n{(Path(args.out) / 'done.json').read_text()}")
 
 
+def _cmd_recipe(args: argparse.Namespace) -> None:
+    from aqaa.train.recipe import Recipe, print_status
+
+    recipe = Recipe(args.preset, args.out or f"runs/recipe-{args.preset}", args.data)
+    print_status(recipe)
+    if not args.status:
+        recipe.run(args.until)
+        print_status(recipe)
+    print(json.dumps({r["stage"]: r["state"] for r in recipe.status()}))
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     from aqaa.serve.server import serve
 
@@ -172,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", help="tokenizer folder (default: the shipped one)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_tokenize)
+
+    t = sub.add_parser("recipe", help="the whole pipeline: data -> tokenizer -> LM stages -> DPO -> merge -> vocoder "
+                                      "-> eval (each stage skipped when done, resumed when killed)")
+    t.add_argument("--preset", default="default", help="default | tiny")
+    t.add_argument("--out", help="run folder (default: runs/recipe-PRESET)")
+    t.add_argument("--data", help="use this SpokenQA folder (default: OUT/data, synthesized)")
+    t.add_argument("--until", help="stop after this stage")
+    t.add_argument("--status", action="store_true", help="only print where the recipe stands")
+    t.set_defaults(func=_cmd_recipe)
 
     t = sub.add_parser("serve", help="websocket voice API, POST /v1/chat, /health and a browser page")
     t.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")

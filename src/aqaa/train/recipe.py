@@ -1,0 +1,189 @@
+"""`aqaa recipe --preset P`: the whole pipeline from a fresh clone, each stage skipped when its output is complete
+and resumed when it was killed:
+
+    data -> tokenizer -> tokens -> pre-train 1, 2, 3 -> SFT -> DPO -> merge -> vocoder -> model -> eval
+
+A recipe preset is a named set of sizes and step counts (`RECIPES`); every stage writes under OUT and keeps its own
+checkpoints, so re-running the same command after a kill continues where it stopped. A summary of where the recipe
+stands is printed before and after (a rich table) and saved as OUT/recipe.json with each stage's wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RecipeConfig:
+    lm_preset: str = "default"
+    tokenizer_preset: str = "default"
+    vocoder_preset: str = "default"
+    n: int = 1000  # SpokenQA dialogues
+    sentences: int = 1500
+    seed: int = 1
+    tokenizer: list = field(default_factory=list)  # key=value overrides per stage
+    stage1: list = field(default_factory=lambda: ["steps=1500"])
+    stage2: list = field(default_factory=lambda: ["steps=400"])
+    stage3: list = field(default_factory=lambda: ["steps=800"])
+    sft: list = field(default_factory=lambda: ["steps=800"])
+    dpo: list = field(default_factory=lambda: ["steps=200"])
+    vocoder: list = field(default_factory=lambda: ["steps=3000"])
+    merge_limit: int = 40
+    eval_limit: int = 0  # 0: the whole test split
+
+
+RECIPES = {
+    "default": RecipeConfig(),
+    "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4,
+                         seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"], stage2=["steps=2", "batch=2"],
+                         stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
+                         dpo=["steps=2", "batch=2", "grad_accum=1", "save_every=2"],
+                         vocoder=["steps=2", "batch=2"], merge_limit=2, eval_limit=2),
+}
+
+STAGES = ["data", "tokenizer", "tokens", "stage1", "stage2", "stage3", "sft", "dpo", "merge", "vocoder", "model",
+          "eval"]
+
+
+class Recipe:
+    def __init__(self, preset: str, out: str | Path, data: str | Path | None = None):
+        if preset not in RECIPES:
+            raise ValueError(f"unknown recipe preset {preset!r}; one of {sorted(RECIPES)}")
+        self.preset, self.cfg = preset, RECIPES[preset]
+        self.out = Path(out)
+        self.data = Path(data) if data else self.out / "data"
+        self.paths = {
+            "data": self.data / "synth.json", "tokenizer": self.out / "tokenizer" / "tokenizer.json",
+            "tokens": self.out / "tokens" / "done.json", "stage1": self.out / "lm" / "stage1" / "done.json",
+            "stage2": self.out / "lm" / "stage2" / "done.json", "stage3": self.out / "lm" / "stage3" / "done.json",
+            "sft": self.out / "lm" / "sft" / "done.json", "dpo": self.out / "dpo" / "done.json",
+            "merge": self.out / "merge" / "done.json", "vocoder": self.out / "vocoder" / "done.json",
+            "model": self.out / "model" / "aqaa.json", "eval": self.out / "eval" / "report.json",
+        }
+
+    def done(self, stage: str) -> bool:
+        if stage == "data":
+            path = self.paths["data"]
+            return path.exists() and json.loads(path.read_text()).get("n") == self.cfg.n
+        return self.paths[stage].exists()
+
+    def status(self) -> list[dict]:
+        log = self._log()
+        rows = []
+        for s in STAGES:
+            state = "done" if self.done(s) else ("started" if s in log.get("started", {}) else "pending")
+            rows.append({"stage": s, "state": state, "wall_s": log.get("wall_s", {}).get(s)})
+        return rows
+
+    def _log(self) -> dict:
+        path = self.out / "recipe.json"
+        return json.loads(path.read_text()) if path.exists() else {"preset": self.preset, "started": {}, "wall_s": {}}
+
+    def _save_log(self, log: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.out / ".recipe.json.tmp"
+        tmp.write_text(json.dumps(log, indent=1))
+        tmp.replace(self.out / "recipe.json")
+
+    def run(self, until: str | None = None) -> dict:
+        log = self._log()
+        log["config"] = asdict(self.cfg)
+        for stage in STAGES:
+            if self.done(stage):
+                continue
+            log["started"][stage] = time.strftime("%Y-%m-%d %H:%M:%S")
+            self._save_log(log)
+            t0 = time.perf_counter()
+            getattr(self, f"_run_{stage}")()
+            log["wall_s"][stage] = round(log["wall_s"].get(stage, 0) + time.perf_counter() - t0, 1)
+            self._save_log(log)
+            if stage == until:
+                break
+        return log
+
+    # ------------------------------------------------------------------ stages
+    def _tokens_path(self) -> Path:
+        return self.out / "tokens" / "tokens.jsonl"
+
+    def _run_data(self) -> None:
+        from aqaa.data.synth import synth
+
+        synth(self.data, self.cfg.n, self.cfg.seed, sentences=self.cfg.sentences)
+
+    def _run_tokenizer(self) -> None:
+        from aqaa.train.tokenizer import train_tokenizer
+
+        train_tokenizer(self.data, self.out / "tokenizer", self.cfg.tokenizer_preset, self.cfg.tokenizer)
+
+    def _run_tokens(self) -> None:
+        from aqaa.data.tokens import encode_corpus
+
+        encode_corpus(self.data, self.out / "tokenizer", self.out / "tokens")
+        self.paths["tokens"].write_text(json.dumps({"complete": True}))
+
+    def _lm_stage(self, stage: str) -> None:
+        from aqaa.train.lm import stage_config, train_stage
+
+        cfg = stage_config(stage, self.cfg.lm_preset, getattr(self.cfg, stage))
+        train_stage(cfg, self.data, self._tokens_path(), self.out / "lm")
+
+    def _run_stage1(self) -> None:
+        self._lm_stage("stage1")
+
+    def _run_stage2(self) -> None:
+        self._lm_stage("stage2")
+
+    def _run_stage3(self) -> None:
+        self._lm_stage("stage3")
+
+    def _run_sft(self) -> None:
+        self._lm_stage("sft")
+
+    def _run_dpo(self) -> None:
+        from aqaa.train.dpo import train_dpo
+
+        train_dpo(self.out / "lm" / "sft" / "model", self.data, self._tokens_path(), self.out / "dpo", self.cfg.dpo)
+
+    def _run_merge(self) -> None:
+        from aqaa.train.merge import merge_and_select
+
+        merge_and_select(self.out / "lm" / "sft" / "model", self.out / "dpo" / "model",
+                         self.out / "lm" / "stage3" / "model", self.data, self._tokens_path(), self.out / "merge",
+                         self.cfg.merge_limit)
+
+    def _run_vocoder(self) -> None:
+        from aqaa.train.vocoder import train_vocoder
+
+        train_vocoder(self.data, self._tokens_path(), self.out / "vocoder", self.cfg.vocoder_preset, self.cfg.vocoder)
+
+    def _run_model(self) -> None:
+        from aqaa.serve.engine import assemble_model
+
+        assemble_model(self.out / "model", self.out / "tokenizer", self.out / "merge" / "model",
+                       self.out / "vocoder" / "model", extra={"recipe": self.preset})
+
+    def _run_eval(self) -> None:
+        from aqaa.eval.harness import run_eval
+        from aqaa.eval.report import write_report
+        from aqaa.serve.engine import AqaaSession
+
+        records = run_eval(self.data / "test.jsonl", self.out / "eval", lambda: AqaaSession(self.out / "model"),
+                           "aqaa", self.cfg.eval_limit or None)
+        write_report(self.out / "eval", {"aqaa": records}, title=f"aqaa recipe {self.preset}: SpokenQA test")
+
+
+def print_status(recipe: Recipe) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"aqaa recipe {recipe.preset} -> {recipe.out}")
+    for col in ("stage", "state", "wall time"):
+        table.add_column(col)
+    for row in recipe.status():
+        colour = {"done": "green", "started": "yellow", "pending": "white"}[row["state"]]
+        wall = f"{row['wall_s']:.0f} s" if row["wall_s"] else ""
+        table.add_row(row["stage"], f"[{colour}]{row['state']}[/{colour}]", wall)
+    Console(stderr=True).print(table)
