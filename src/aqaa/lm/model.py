@@ -7,8 +7,6 @@ A model folder is what `save_pretrained` writes (config.json, model.safetensors,
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,18 +82,13 @@ class AudioLM:
 
     def save(self, folder: str | Path) -> Path:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""
-        folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        self.vocab.hf.save_pretrained(tmp)
-        (tmp / "aqaa_lm.json").write_text(json.dumps(asdict(self.cfg), indent=1))
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-        return folder
+        from aqaa.paths import atomic_dir
+
+        with atomic_dir(folder) as tmp:
+            self.model.save_pretrained(tmp)
+            self.vocab.hf.save_pretrained(tmp)
+            (tmp / "aqaa_lm.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path, dtype=torch.float32) -> "AudioLM":

@@ -8,7 +8,6 @@ and the history needed to rebuild that cache when the context window fills up.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict
@@ -32,21 +31,15 @@ MODEL_FILE = "aqaa.json"
 def assemble_model(out: str | Path, tokenizer: str | Path, lm: str | Path, vocoder: str | Path,
                    sampling: Sampling | None = None, extra: dict | None = None) -> Path:
     """Copy the three trained parts into one model folder (atomically) with `aqaa.json`."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, src in (("tokenizer", tokenizer), ("lm", lm), ("vocoder", vocoder)):
-        shutil.copytree(src, tmp / name)
-    meta = {"tokenizer": "tokenizer", "lm": "lm", "vocoder": "vocoder",
-            "sampling": asdict(sampling or Sampling()), **(extra or {})}
-    (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=1))
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    from aqaa.paths import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        for name, src in (("tokenizer", tokenizer), ("lm", lm), ("vocoder", vocoder)):
+            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns(".*"))
+        meta = {"tokenizer": "tokenizer", "lm": "lm", "vocoder": "vocoder",
+                "sampling": asdict(sampling or Sampling()), **(extra or {})}
+        (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=1))
+    return Path(out)
 
 
 class AqaaModel:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,17 +82,14 @@ class DualTokenizer:
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
         """Atomic: written to a temp folder, then renamed over `folder`."""
-        folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in self.linguistic.state_dict().items()}, tmp / "linguistic.safetensors")
-        save_file({k: v.contiguous() for k, v in self.semantic.state_dict().items()}, tmp / "semantic.safetensors")
-        (tmp / "tokenizer.json").write_text(json.dumps(asdict(self.cfg), indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-        return folder
+        from aqaa.paths import atomic_dir
+
+        with atomic_dir(folder) as tmp:
+            save_file({k: v.contiguous() for k, v in self.linguistic.state_dict().items()},
+                      tmp / "linguistic.safetensors")
+            save_file({k: v.contiguous() for k, v in self.semantic.state_dict().items()}, tmp / "semantic.safetensors")
+            (tmp / "tokenizer.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "DualTokenizer":

@@ -68,23 +68,16 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
                     scheduler=None, extra: dict | None = None) -> None:
     """Model as safetensors, optimizer/scheduler/torch RNG as a weights-only torch file; the folder is swapped
     atomically. Recipes draw batches from an RNG seeded by (seed, step), so the data position is the step."""
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_tensors(model.state_dict(), tmp / "model.safetensors")
-    torch.save({
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "torch_rng": torch.get_rng_state(),
-    }, tmp / "state.pt")
-    (tmp / "trainer.json").write_text(json.dumps({"step": step, **(extra or {})}))
-    old = folder.with_name(f".{folder.name}.old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        import shutil
+    from aqaa.paths import atomic_dir
 
-        shutil.rmtree(old)
+    with atomic_dir(folder) as tmp:
+        save_tensors(model.state_dict(), tmp / "model.safetensors")
+        torch.save({
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }, tmp / "state.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, **(extra or {})}))
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> dict:

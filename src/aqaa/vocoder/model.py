@@ -15,8 +15,6 @@ causal framing as the tokenizer's log-mel.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -132,18 +130,13 @@ class TokenVocoder(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
+        from aqaa.paths import atomic_dir
         from aqaa.train.common import save_tensors
 
-        folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_tensors(self.state_dict(), tmp / "vocoder.safetensors")
-        (tmp / "vocoder.json").write_text(json.dumps(asdict(self.cfg), indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-        return folder
+        with atomic_dir(folder) as tmp:
+            save_tensors(self.state_dict(), tmp / "vocoder.safetensors")
+            (tmp / "vocoder.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "TokenVocoder":
