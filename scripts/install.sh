@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. Debian packages: query voices (espeak-ng, Festival + its English voices), sox (tempo/pitch), ffmpeg (decoding).
+# 1. Debian packages: query voices (espeak-ng, Festival + its English voices), sox (tempo/pitch), ffmpeg (decoding),
+#    chromium (the serving test drives the browser page with a fake microphone).
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v text2wave >/dev/null || missing+=(festival)
@@ -13,6 +14,7 @@ command -v text2wave >/dev/null || missing+=(festival)
 [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || missing+=(festvox-us-slt-hts)
 command -v sox >/dev/null || missing+=(sox)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v chromium >/dev/null || missing+=(chromium)  # headless browser test of the voice-chat page
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install.sh: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
