@@ -42,6 +42,8 @@ class VocoderTrainConfig:
     log_every: int = 10
     seed: int = 0
     voice: str = "joe"
+    energy_weight: float = 0.0  # L1 on frame log-energy (dB/10): pulls the output level onto the source's
+    init: str = ""  # start from this vocoder folder (fine-tuning) instead of random weights
 
 
 def vocoder_clips(data_dir: Path, tokens: dict[str, dict], voice: str, split: str = "train") -> list[str]:
@@ -69,6 +71,14 @@ def stft_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         sc = torch.linalg.norm(sx - sy) / torch.linalg.norm(sx).clamp(min=1e-5)
         total = total + sc + F.l1_loss(sy.log(), sx.log())
     return total / len(STFT_RESOLUTIONS)
+
+
+def energy_loss(y: torch.Tensor, x: torch.Tensor, hop: int = 160) -> torch.Tensor:
+    """L1 between frame log-energies (in bels), on frames where the source is within 50 dB of its loudest."""
+    ey = torch.log10(y.unfold(-1, 2 * hop, hop).pow(2).mean(-1) + 1e-8)
+    ex = torch.log10(x.unfold(-1, 2 * hop, hop).pow(2).mean(-1) + 1e-8)
+    active = ex > ex.amax(-1, keepdim=True) - 5.0
+    return (ey - ex).abs()[active].mean()
 
 
 def mel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +132,11 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     bank = ClipBank(data_dir, rels, tokens)
     torch.manual_seed(cfg.seed)
     model = TokenVocoder(cfg.vocoder)
+    if cfg.init:
+        start = TokenVocoder.load(cfg.init)
+        if asdict(start.cfg) != asdict(cfg.vocoder):
+            raise ValueError(f"{cfg.init}: its config differs from this run's vocoder config")
+        model.load_state_dict(start.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
@@ -136,6 +151,8 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
         y = model(lin, sem)
         l_stft, l_mel = stft_loss(y, wav), mel_loss(y, wav)
         loss = l_stft + cfg.mel_weight * l_mel
+        if cfg.energy_weight:
+            loss = loss + cfg.energy_weight * energy_loss(y, wav)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
