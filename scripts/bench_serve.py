@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/bench_serve.py --model runs/model46 [--queries data/spokenqa/test.jsonl] [--n 30]
 
-1. latency: one client at a time sends a query (PCM16 frames, as fast as the socket takes them), then `end`;
+1. latency: one client at a time sends a query (100 ms PCM16 frames at real-time pace, as a microphone would),
+   then `end`;
    first audio = first answer frame received - `end` sent. p50 / p95 over n queries.
 2. concurrency: 4 clients at once, each answering 5 queries; per answer RTF = answer wall time / audio seconds.
 3. load: 50 clients connect at once and each sends one query; every client must be answered or refused cleanly
@@ -30,12 +31,16 @@ def pcm16(x: np.ndarray) -> bytes:
     return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-async def ask(url: str, samples: np.ndarray, frame: int = 3200) -> dict:
+async def ask(url: str, samples: np.ndarray, frame: int = 1600, realtime: bool = True) -> dict:
+    """Send the query as a microphone would (100 ms frames at real-time pace), then `end`."""
     import websockets
 
     async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
+        t0 = time.perf_counter()
         for i in range(0, len(samples), frame):
             await ws.send(pcm16(samples[i: i + frame]))
+            if realtime:
+                await asyncio.sleep(max(0.0, t0 + (i + frame) / 16_000 - time.perf_counter()))
         t_end = time.perf_counter()
         await ws.send(json.dumps({"type": "end"}))
         first, n = None, 0

@@ -141,11 +141,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     factory = lambda: open_session(args.model, args.engine)  # noqa: E731
     records = run_eval(args.manifest, args.out, factory, args.engine, args.limit)
-    runs = {records[0].get("engine", args.engine) if records else args.engine: records}
+    runs = {args.label or (records[0].get("engine", args.engine) if records else args.engine): records}
     for other in args.compare or []:
-        recs = [json.loads(p.read_text()) for p in sorted(Path(other, "items").glob("*.json"))]
+        label, _, folder = other.rpartition("=") if "=" in other else ("", "", other)
+        recs = [json.loads(p.read_text()) for p in sorted(Path(folder, "items").glob("*.json"))]
         if recs:
-            runs[recs[0].get("engine", other)] = recs
+            runs[label or recs[0].get("engine", folder)] = recs
     summary = write_report(args.out, runs, title=f"aqaa eval: {args.manifest}")
     print((Path(args.out) / "report.md").read_text())
     print(json.dumps(summary))
@@ -175,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: what `aqaa chat` uses (the shipped model, else the cascade)")
     e.add_argument("--model", default=None)
     e.add_argument("--limit", type=int, default=None, help="only the first N items")
-    e.add_argument("--compare", nargs="*", help="other eval output folders to report side by side")
+    e.add_argument("--compare", nargs="*", help="other eval output folders to report side by side (LABEL=DIR names "
+                                                "a column)")
+    e.add_argument("--label", help="column name of this run in the report (default: the engine)")
     e.set_defaults(func=_cmd_eval)
 
     t = sub.add_parser("tokenize", help="audio -> linguistic + semantic tokens (SPEC JSON with --json)")

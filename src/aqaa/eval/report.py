@@ -48,6 +48,7 @@ def summarize(records: list[dict]) -> dict:
         if lat else None,
         "rtf_p50": round(float(np.median(rtf)), 4) if rtf else None,
         "text_audio_wer_mean": round(float(np.mean(wers)), 4) if wers else None,
+        "text_audio_wer_ci95": [round(x, 4) for x in bootstrap_ci(wers)] if wers else None,
         "control_direction": per_axis,
     }
 

@@ -43,6 +43,7 @@ class ServerLimits:
     answer_timeout_s: float = 60.0
     max_concurrent: int = 4
     silence_ms: int = 600  # VAD end of turn
+    torch_threads: int = 1  # per operation: concurrent sessions each get a core rather than fighting over both
 
 
 def pcm16_bytes(samples: np.ndarray) -> bytes:
@@ -131,6 +132,10 @@ def _resample_to(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 def create_app(model: str | None = None, engine: str = "auto", limits: ServerLimits | None = None):
     limits = limits or ServerLimits()
+    if limits.torch_threads:
+        import torch
+
+        torch.set_num_threads(limits.torch_threads)
     core = Engine(model, engine, limits)
     audio_limits = AudioLimits(max_seconds=limits.max_query_s, max_bytes=limits.max_upload_bytes)
     app = FastAPI(title="aqaa", version="0.1")
@@ -227,6 +232,8 @@ def create_app(model: str | None = None, engine: str = "auto", limits: ServerLim
             samples = np.concatenate(buf) if buf else np.zeros(0, np.float32)
             buf.clear()
             vad.reset()
+            if len(samples) == 0 and answering["task"] is not None:
+                return  # the VAD already ended this turn; the client's own `end` arrived after it
             if len(samples) < 0.2 * 16_000:
                 await send_json({"type": "error", "error": "query too short (< 0.2 s of audio)"})
                 return
