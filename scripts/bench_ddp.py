@@ -33,7 +33,8 @@ def run(nproc: int, args, out: Path) -> dict:
     a, b = rows[4], rows[-1]
     return {"processes": nproc, "threads_each": 2 // nproc, "tokens_per_s": round((b["tokens"] - a["tokens"])
                                                                                  / (b["elapsed_s"] - a["elapsed_s"])),
-            "final_loss": b["loss"]}
+            "final_loss": b["loss"], "measured_steps": b["step"] - a["step"],
+            "measured_s": round(b["elapsed_s"] - a["elapsed_s"], 1)}
 
 
 def main() -> None:
