@@ -101,7 +101,9 @@ def test_stages_chain_to_sft(tiny_corpus, tmp_path):
     lm = AudioLM.load(tmp_path / "sft" / "model")
     parts = build_parts(tiny_corpus["data"], json_tokens(tiny_corpus["tokens"]), lm.vocab, lm.cfg.rhythm)
     assert parts["dialogue"] and parts["single_turn"] and parts["tts"] and parts["asr"]
-    with pytest.raises(FileNotFoundError):
+    from aqaa.errors import AqaaInputError
+
+    with pytest.raises(AqaaInputError):
         train_stage(stage_config("stage2", "tiny", ["steps=1"]), tiny_corpus["data"], tiny_corpus["tokens"],
                     tmp_path / "empty")
 
@@ -135,3 +137,16 @@ def test_smollm2_extends_trains_and_round_trips(tiny_corpus, tmp_path):
     with torch.no_grad():
         assert torch.allclose(lm.model(x).logits, back.model(x).logits, atol=1e-4)
     assert back.vocab.audio_offset == 49152 and back.cfg.pretrained == "smollm2"
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "pretrain", "--stage", "1", "--preset", "nope", "--data", "D", "--tokens", "T", "--out", "O"],
+    ["train", "sft", "--data", "/nonexistent", "--tokens", "/nonexistent", "--out", "O"],
+    ["recipe", "--preset", "nope", "--status"],
+])
+def test_training_commands_refuse_bad_arguments_clearly(args, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "aqaa.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("aqaa: error:") and "Traceback" not in r.stderr

@@ -29,6 +29,17 @@ def corpus_wavs(data_dir: Path) -> list[str]:
     return sorted(rel)
 
 
+def load_tokens(path: str | Path, data_dir: str | Path | None = None) -> dict[str, dict]:
+    """The token cache a training step reads; a missing cache or data folder is the user's error, said plainly."""
+    from aqaa.errors import AqaaInputError
+
+    if data_dir is not None and not (Path(data_dir) / "train.jsonl").is_file():
+        raise AqaaInputError(f"{data_dir}: not a SpokenQA folder (no train.jsonl); make one with `aqaa data synth`")
+    if not Path(path).is_file():
+        raise AqaaInputError(f"{path}: no token cache; make one with `aqaa data tokens`")
+    return read_tokens(Path(path))
+
+
 def read_tokens(path: Path) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     if path.exists():

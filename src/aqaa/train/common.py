@@ -24,7 +24,9 @@ def apply_overrides(cfg, overrides: list[str]):
         for p in parts[:-1]:
             obj = getattr(obj, p)
         if not dataclasses.is_dataclass(obj) or parts[-1] not in {f.name for f in dataclasses.fields(obj)}:
-            raise ValueError(f"unknown setting {key!r}")
+            from aqaa.errors import AqaaInputError
+
+            raise AqaaInputError(f"unknown setting {key!r}")
         setattr(obj, parts[-1], value)
     return cfg
 

@@ -19,7 +19,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aqaa.data.tokens import read_tokens
+from aqaa.data.tokens import load_tokens
 from aqaa.lm.format import answer_ids, prompt
 from aqaa.lm.model import AudioLM
 from aqaa.train.common import apply_overrides
@@ -131,7 +131,7 @@ def train_dpo(sft_model: str | Path, data_dir: str | Path, tokens_path: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=list))
     lm = AudioLM.load(sft_model)
-    tokens = read_tokens(Path(tokens_path))
+    tokens = load_tokens(tokens_path, data_dir)
     pairs = build_pairs(data_dir, tokens, lm, "train", cfg.seed, cfg.kinds)
     if cfg.self_samples:
         lm.model.eval()

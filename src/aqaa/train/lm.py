@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from aqaa.data.tokens import read_tokens
+from aqaa.data.tokens import load_tokens
 from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
@@ -148,10 +148,12 @@ def lr_at(cfg: StageConfig, step: int) -> float:
 
 
 def stage_config(stage: str, preset: str, overrides: list[str] | None = None) -> StageConfig:
+    from aqaa.errors import AqaaInputError
+
     if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
+        raise AqaaInputError(f"unknown stage {stage!r}; one of {STAGES}")
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; one of {sorted(PRESETS)}")
+        raise AqaaInputError(f"unknown preset {preset!r}; one of {sorted(PRESETS)}")
     import copy
 
     cfg = StageConfig(stage=stage, lm=copy.deepcopy(PRESETS[preset]), mix=dict(MIXES[stage]))
@@ -168,7 +170,9 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path) -> AudioLM:
         return AudioLM.create(cfg.lm, lines, seed=cfg.seed)
     prev = out / PREVIOUS[cfg.stage] / "model"
     if not (prev / "aqaa_lm.json").exists():
-        raise FileNotFoundError(f"{cfg.stage} starts from {prev}: run `aqaa train pretrain` for "
+        from aqaa.errors import AqaaInputError
+
+        raise AqaaInputError(f"{cfg.stage} starts from {prev}: run `aqaa train pretrain` for "
                                 f"{PREVIOUS[cfg.stage]} first")
     lm = AudioLM.load(prev)
     lm.cfg.name = cfg.lm.name
@@ -201,6 +205,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     final = folder / "model"
     if (final / "aqaa_lm.json").exists() and (folder / "done.json").exists():
         return final
+    tokens = load_tokens(tokens_path, data_dir)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     if cfg.batch % acc.num_processes:
         raise ValueError(f"batch {cfg.batch} does not split over {acc.num_processes} processes")
@@ -213,7 +218,6 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     if acc.is_main_process:
         (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
-    tokens = read_tokens(Path(tokens_path))
     parts = build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
     if not any(parts.get(k) for k in cfg.mix):
         raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")

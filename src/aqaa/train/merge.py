@@ -98,11 +98,11 @@ def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | P
                      tokens_path: str | Path, out: str | Path, limit: int = 40) -> Path:
     from safetensors.torch import load_file
 
-    from aqaa.data.tokens import read_tokens
+    from aqaa.data.tokens import load_tokens
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tokens = read_tokens(Path(tokens_path))
+    tokens = load_tokens(tokens_path, data_dir)
     sft = AudioLM.load(sft_dir)
     sft_state = {k: v.clone() for k, v in sft.model.state_dict().items()}
     dpo_state = load_file(Path(dpo_dir) / "model.safetensors")

@@ -51,7 +51,9 @@ STAGES = ["data", "tokenizer", "tokens", "stage1", "stage2", "stage3", "sft", "d
 class Recipe:
     def __init__(self, preset: str, out: str | Path, data: str | Path | None = None):
         if preset not in RECIPES:
-            raise ValueError(f"unknown recipe preset {preset!r}; one of {sorted(RECIPES)}")
+            from aqaa.errors import AqaaInputError
+
+            raise AqaaInputError(f"unknown recipe preset {preset!r}; one of {sorted(RECIPES)}")
         self.preset, self.cfg = preset, RECIPES[preset]
         self.out = Path(out)
         self.data = Path(data) if data else self.out / "data"

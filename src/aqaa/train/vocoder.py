@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aqaa.data.tokens import read_tokens
+from aqaa.data.tokens import load_tokens
 from aqaa.tokenizer.features import N_FFT as MEL_FFT
 from aqaa.tokenizer.features import log_mel_frames
 from aqaa.tokenizer.interleave import GROUP_SAMPLES
@@ -125,7 +125,7 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
         return final
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    tokens = read_tokens(Path(tokens_path))
+    tokens = load_tokens(tokens_path, data_dir)
     rels = vocoder_clips(data_dir, tokens, cfg.voice)
     if not rels:
         raise ValueError(f"no {cfg.voice} clips with tokens in {data_dir}")
