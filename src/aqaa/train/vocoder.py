@@ -44,6 +44,7 @@ class VocoderTrainConfig:
     voice: str = "joe"
     energy_weight: float = 0.0  # L1 on frame log-energy (dB/10): pulls the output level onto the source's
     init: str = ""  # start from this vocoder folder (fine-tuning) instead of random weights
+    stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
 
 
 def vocoder_clips(data_dir: Path, tokens: dict[str, dict], voice: str, split: str = "train") -> list[str]:
@@ -120,6 +121,7 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
 
     data_dir, out = Path(data_dir), Path(out)
     cfg = apply_overrides(VocoderTrainConfig(vocoder=copy.deepcopy(PRESETS[preset])), overrides or [])
+    stop_after = stop_after or cfg.stop_after or None
     final = out / "model"
     if (out / "done.json").exists() and (final / "vocoder.json").exists():
         return final
@@ -130,6 +132,11 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     if not rels:
         raise ValueError(f"no {cfg.voice} clips with tokens in {data_dir}")
     bank = ClipBank(data_dir, rels, tokens)
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    if cfg.batch % acc.num_processes:
+        raise ValueError(f"batch {cfg.batch} does not split over {acc.num_processes} processes")
     torch.manual_seed(cfg.seed)
     model = TokenVocoder(cfg.vocoder)
     if cfg.init:
@@ -144,32 +151,45 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     step = 0
     if (ckpt / "trainer.json").exists():
         step = load_checkpoint(ckpt, model, opt, sched)["step"]
-        metrics.truncate_after(step)
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"vocoder ({len(rels)} clips)", unit="step")
+        if acc.is_main_process:
+            metrics.truncate_after(step)
+    model, opt = acc.prepare(model, opt)  # DDP under torchrun / accelerate launch; a no-op in one process
+    rank, world = acc.process_index, acc.num_processes
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"vocoder ({len(rels)} clips)", unit="step",
+               disable=not acc.is_main_process)
     while step < cfg.steps:
-        lin, sem, wav = bank.batch(cfg.batch, cfg.crop_groups, random.Random(cfg.seed * 1_000_003 + step))
+        # the global batch of this step, then this rank's share of it (equal shares: DDP's mean is the batch mean)
+        lin, sem, wav = (t[rank::world].to(acc.device) for t in
+                         bank.batch(cfg.batch, cfg.crop_groups, random.Random(cfg.seed * 1_000_003 + step)))
         y = model(lin, sem)
         l_stft, l_mel = stft_loss(y, wav), mel_loss(y, wav)
         loss = l_stft + cfg.mel_weight * l_mel
         if cfg.energy_weight:
             loss = loss + cfg.energy_weight * energy_loss(y, wav)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         step += 1
+        logged = [acc.reduce(x.detach(), "mean").item() for x in (loss, l_stft, l_mel)]
         bar.update(1)
-        bar.set_postfix(stft=f"{l_stft.item():.3f}", mel=f"{l_mel.item():.3f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            metrics.log(step=step, loss=round(loss.item(), 5), stft=round(l_stft.item(), 5),
-                        mel=round(l_mel.item(), 5), lr=sched.get_last_lr()[0])
+        bar.set_postfix(stft=f"{logged[1]:.3f}", mel=f"{logged[2]:.3f}")
+        if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
+            metrics.log(step=step, loss=round(logged[0], 5), stft=round(logged[1], 5), mel=round(logged[2], 5),
+                        lr=sched.get_last_lr()[0], processes=world)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt, model, opt, step, sched)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(ckpt, acc.unwrap_model(model), opt.optimizer, step, sched)
+            acc.wait_for_everyone()
         if stop_after is not None and step >= stop_after:
             bar.close()
             return ckpt
     bar.close()
-    model.eval().save(final)
-    (out / "done.json").write_text(json.dumps({"steps": step, "clips": len(rels)}))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        acc.unwrap_model(model).eval().save(final)
+        (out / "done.json").write_text(json.dumps({"steps": step, "clips": len(rels), "processes": world}))
+    acc.wait_for_everyone()
     return final
