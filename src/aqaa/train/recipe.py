@@ -28,8 +28,8 @@ class RecipeConfig:
     stage1: list = field(default_factory=lambda: ["steps=1500"])
     stage2: list = field(default_factory=lambda: ["steps=400"])
     stage3: list = field(default_factory=lambda: ["steps=800"])
-    sft: list = field(default_factory=lambda: ["steps=800"])
-    dpo: list = field(default_factory=lambda: ["steps=200"])
+    sft: list = field(default_factory=lambda: ["steps=250", "batch=16"])
+    dpo: list = field(default_factory=lambda: ["steps=100", "batch=4", "grad_accum=2", "lr=5e-5"])
     vocoder: list = field(default_factory=lambda: ["steps=3000"])
     merge_limit: int = 40
     eval_limit: int = 0  # 0: the whole test split
