@@ -82,6 +82,15 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
         (tmp / "trainer.json").write_text(json.dumps({"step": step, **(extra or {})}))
 
 
+def save_checkpoint_on_main(acc, folder: Path, model, optimizer, step: int, scheduler=None) -> None:
+    """Under accelerate (one or N processes): rank 0 writes the plain model + optimizer, every rank waits, so the
+    checkpoint resumes in any number of processes."""
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        save_checkpoint(folder, acc.unwrap_model(model), getattr(optimizer, "optimizer", optimizer), step, scheduler)
+    acc.wait_for_everyone()
+
+
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> dict:
     model.load_state_dict(load_file(folder / "model.safetensors"))
     state = torch.load(folder / "state.pt", weights_only=True)

@@ -23,7 +23,7 @@ from aqaa.data.tokens import load_tokens
 from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
-from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main
 
 STAGES = ("stage1", "stage2", "stage3", "sft")
 PREVIOUS = {"stage2": "stage1", "stage3": "stage2", "sft": "stage3"}
@@ -256,10 +256,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
             metrics.log(step=step, loss=round(logged.item(), 6), lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
                         tokens=tok_count, processes=world, elapsed_s=round(bar.format_dict["elapsed"], 1))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                save_checkpoint(ckpt, acc.unwrap_model(model), opt.optimizer, step, sched)
-            acc.wait_for_everyone()
+            save_checkpoint_on_main(acc, ckpt, model, opt, step, sched)
         if stop_after is not None and step >= stop_after:
             bar.close()
             return ckpt

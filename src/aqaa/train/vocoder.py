@@ -23,7 +23,7 @@ from aqaa.data.tokens import load_tokens
 from aqaa.tokenizer.features import N_FFT as MEL_FFT
 from aqaa.tokenizer.features import log_mel_frames
 from aqaa.tokenizer.interleave import GROUP_SAMPLES
-from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main
 from aqaa.vocoder.model import PRESETS, TokenVocoder, VocoderConfig
 
 STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256))
@@ -179,10 +179,7 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
             metrics.log(step=step, loss=round(logged[0], 5), stft=round(logged[1], 5), mel=round(logged[2], 5),
                         lr=sched.get_last_lr()[0], processes=world)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                save_checkpoint(ckpt, acc.unwrap_model(model), opt.optimizer, step, sched)
-            acc.wait_for_everyone()
+            save_checkpoint_on_main(acc, ckpt, model, opt, step, sched)
         if stop_after is not None and step >= stop_after:
             bar.close()
             return ckpt
