@@ -48,7 +48,7 @@ def griffin_lim(voc: TokenVocoder, lin, sem, duration_s: float) -> np.ndarray:
     import librosa
 
     with torch.no_grad():
-        spec, _ = voc.spectra(torch.as_tensor(lin)[None].long(), torch.as_tensor(sem)[None].long())
+        spec = voc.spectra(torch.as_tensor(lin)[None].long(), torch.as_tensor(sem)[None].long())[0]
     mag = spec.abs()[0].numpy()
     y = librosa.griffinlim(mag, n_iter=32, hop_length=voc.cfg.hop, win_length=voc.cfg.n_fft, n_fft=voc.cfg.n_fft,
                            center=False, random_state=0)

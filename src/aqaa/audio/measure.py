@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import librosa
 import numpy as np
 
+F0_REF = math.log(120.0)  # normalized log F0 (the tokenizer's and vocoder's F0 targets) = (log f0 - log 120 Hz) / 0.5
+
 
 @dataclass(frozen=True)
 class SpeechMeasure:
@@ -81,3 +83,20 @@ def measure(samples: np.ndarray, sample_rate: int, text: str = "") -> SpeechMeas
 
 def semitones(f_hi: float, f_lo: float) -> float:
     return 12.0 * math.log2(f_hi / f_lo)
+
+
+def f0_track(samples: np.ndarray, n_frames: int, hop: int = 160, centre_offset: int = 0, sample_rate: int = 16_000
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Praat F0 at frame times `(t + 1) hop + centre_offset` samples: (normalized log F0, voiced 0/1), float32.
+
+    Log F0 is interpolated through unvoiced frames (a smooth target); voicing says where it is real.
+    """
+    import parselmouth
+
+    pitch = parselmouth.Sound(np.asarray(samples, np.float64), sample_rate).to_pitch_ac(
+        time_step=0.01, pitch_floor=60, pitch_ceiling=500)
+    f0, times = pitch.selected_array["frequency"], pitch.xs()
+    centres = (hop * (np.arange(n_frames) + 1) + centre_offset) / sample_rate
+    voiced = np.interp(centres, times, (f0 > 0).astype(float), left=0, right=0) > 0.5
+    logf = np.interp(centres, times[f0 > 0], np.log(f0[f0 > 0])) if (f0 > 0).any() else np.full(n_frames, F0_REF)
+    return ((logf - F0_REF) / 0.5).astype(np.float32), voiced.astype(np.float32)

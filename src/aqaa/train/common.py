@@ -66,16 +66,28 @@ class Metrics:
         return [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []
 
 
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Whole (unsharded) model and optimizer state, optimizer keyed by parameter name, on the CPU. Collective when
+    the model is FSDP-sharded (every rank must call it); one format whatever the process count, which is what lets
+    a checkpoint saved by N processes resume in 1 and back."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
+
+
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    scheduler=None, extra: dict | None = None) -> None:
+                    scheduler=None, extra: dict | None = None, state: tuple[dict, dict] | None = None) -> None:
     """Model as safetensors, optimizer/scheduler/torch RNG as a weights-only torch file; the folder is swapped
-    atomically. Recipes draw batches from an RNG seeded by (seed, step), so the data position is the step."""
+    atomically. Recipes draw batches from an RNG seeded by (seed, step), so the data position is the step.
+    `state`: (model, optimizer) state already gathered by `full_state` (FSDP)."""
     from aqaa.paths import atomic_dir
 
+    model_state, optim_state = state or full_state(model, optimizer)
     with atomic_dir(folder) as tmp:
-        save_tensors(model.state_dict(), tmp / "model.safetensors")
+        save_tensors(model_state, tmp / "model.safetensors")
         torch.save({
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optim_state,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "torch_rng": torch.get_rng_state(),
         }, tmp / "state.pt")
@@ -83,19 +95,44 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
 
 
 def save_checkpoint_on_main(acc, folder: Path, model, optimizer, step: int, scheduler=None) -> None:
-    """Under accelerate (one or N processes): rank 0 writes the plain model + optimizer, every rank waits, so the
-    checkpoint resumes in any number of processes."""
+    """Under accelerate (one or N processes, DDP or FSDP): every rank gathers the whole state (a collective under
+    FSDP), rank 0 writes it, every rank waits; the checkpoint resumes in any number of processes."""
     acc.wait_for_everyone()
+    model, optimizer = acc.unwrap_model(model), getattr(optimizer, "optimizer", optimizer)
+    state = full_state(model, optimizer)
     if acc.is_main_process:
-        save_checkpoint(folder, acc.unwrap_model(model), getattr(optimizer, "optimizer", optimizer), step, scheduler)
+        save_checkpoint(folder, model, optimizer, step, scheduler, state=state)
     acc.wait_for_everyone()
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> dict:
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    """Load a checkpoint into a plain or FSDP-sharded model (each rank reads the whole file and keeps its shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, load_file(folder / "model.safetensors"), options=opts)
     state = torch.load(folder / "state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if all(isinstance(k, int) for k in state["optimizer"]["state"]):  # checkpoints before full_state: by index
+        optimizer.load_state_dict(state["optimizer"])
+    else:
+        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     return json.loads((folder / "trainer.json").read_text())
+
+
+def shard_model(model: torch.nn.Module, mixed_precision: str = "no") -> torch.nn.Module:
+    """FSDP2 (`torch.distributed.fsdp.fully_shard`): each decoder layer, then the whole model, sharded over all
+    ranks (gloo on CPU, NCCL on GPU). Accelerate's own FSDP path refuses CPU processes, so aqaa calls torch's
+    engine directly: the same code trains under torchrun on 2 CPU processes (the test) and on 8 GPUs."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy()
+    if mixed_precision == "bf16":
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for layer in model.model.layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    return model
+

@@ -23,7 +23,7 @@ from aqaa.data.tokens import load_tokens
 from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
-from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, shard_model
 
 STAGES = ("stage1", "stage2", "stage3", "sft")
 PREVIOUS = {"stage2": "stage1", "stage3": "stage2", "sft": "stage3"}
@@ -56,6 +56,7 @@ class StageConfig:
     mixed_precision: str = "no"  # "bf16" on GPUs
     stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
     gradient_checkpointing: bool = False
+    fsdp: bool = False  # shard parameters, gradients and optimizer state over the processes (FSDP2) instead of DDP
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -195,8 +196,9 @@ def token_loss(model, batch: dict, acc) -> tuple[torch.Tensor, torch.Tensor]:
 def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path, out: str | Path,
                 stop_after: int | None = None) -> Path:
     """Run (or resume) one stage; returns its final model folder. `stop_after` ends the run early (tests).
-    Runs as one process or under `accelerate launch` / `torchrun` (DDP): each rank trains its share of every
-    global batch; checkpoints are written by rank 0 and load in any number of processes."""
+    Runs as one process or under `accelerate launch` / `torchrun` (DDP, or FSDP with `fsdp=true`): each rank trains
+    its share of every global batch; checkpoints hold the whole state, are written by rank 0 and load in any
+    number of processes, DDP or FSDP."""
     from accelerate import Accelerator
 
     stop_after = stop_after or cfg.stop_after or None
@@ -215,6 +217,9 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     if cfg.gradient_checkpointing:
         lm.model.gradient_checkpointing_enable()
     lm.model.train()
+    sharded = cfg.fsdp and acc.num_processes > 1  # FSDP over one process is the plain model
+    if sharded:
+        shard_model(lm.model, cfg.mixed_precision)  # before the optimizer: it must hold the sharded parameters
     if acc.is_main_process:
         (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
@@ -233,7 +238,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         step = load_checkpoint(ckpt, lm.model, opt, sched)["step"]
         if acc.is_main_process:
             metrics.truncate_after(step)  # rows the killed run logged past its last checkpoint are replayed
-    model, opt = acc.prepare(lm.model, opt)
+    model, opt = (lm.model, opt) if sharded else acc.prepare(lm.model, opt)
     pad, rank, world = lm.vocab.ctrl["pad"], acc.process_index, acc.num_processes
     bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.stage} ({cfg.lm.name})", unit="step",
                disable=not acc.is_main_process)
@@ -246,6 +251,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         gnorm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # a DTensor under FSDP
         opt.step()
         sched.step()
         step += 1
@@ -262,13 +268,27 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
             return ckpt
     bar.close()
     acc.wait_for_everyone()
+    plain = _gathered(model) if sharded else acc.unwrap_model(model)
     if acc.is_main_process:
-        lm.model = acc.unwrap_model(model).eval()
+        lm.model = plain.eval()
         lm.save(final)
         (folder / "done.json").write_text(json.dumps({"steps": step, "processes": world}))
         plot_loss(metrics.rows(), folder / "loss.png", cfg.stage)
     acc.wait_for_everyone()
     return final
+
+
+def _gathered(sharded_model: torch.nn.Module) -> torch.nn.Module | None:
+    """A plain CPU copy of an FSDP-sharded model on rank 0, None elsewhere (collective: every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    state = get_model_state_dict(sharded_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not state:
+        return None
+    plain = AutoModelForCausalLM.from_config(sharded_model.config)
+    plain.load_state_dict({k: v.float() for k, v in state.items()})
+    return plain
 
 
 def plot_loss(rows: list[dict], path: Path, title: str) -> None:

@@ -19,14 +19,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from aqaa.tokenizer.features import HOP, log_mel
+from aqaa.audio.measure import f0_track
+from aqaa.tokenizer.features import log_mel
 from aqaa.tokenizer.interleave import pad_to_groups
 from aqaa.tokenizer.linguistic import whisper_features
 from aqaa.tokenizer.model import PRESETS, DualTokenizer, TokenizerConfig
 from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint, save_tensors
-
-F0_REF = math.log(120.0)  # log F0 targets are (log f0 - log 120 Hz) / 0.5
-
 
 @dataclass
 class TokenizerTrainConfig:
@@ -53,19 +51,6 @@ def training_wavs(data_dir: Path, splits: tuple[str, ...] = ("train",)) -> list[
     if sentences.exists():
         paths += [json.loads(x)["audio"] for x in sentences.read_text().splitlines() if json.loads(x)["split"] in splits]
     return [data_dir / p for p in sorted(set(paths))]
-
-
-def f0_track(samples: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Praat F0 interpolated to the causal mel frames' centres: (normalized log F0, voiced 0/1)."""
-    import parselmouth
-
-    pitch = parselmouth.Sound(samples.astype(np.float64), 16_000).to_pitch_ac(time_step=0.01, pitch_floor=60,
-                                                                              pitch_ceiling=500)
-    f0, times = pitch.selected_array["frequency"], pitch.xs()
-    centres = (HOP * (np.arange(n_frames) + 1) - 512) / 16_000
-    voiced = np.interp(centres, times, (f0 > 0).astype(float), left=0, right=0) > 0.5
-    logf = np.interp(centres, times[f0 > 0], np.log(f0[f0 > 0])) if (f0 > 0).any() else np.zeros(n_frames)
-    return ((logf - F0_REF) / 0.5).astype(np.float32), voiced.astype(np.float32)
 
 
 def _load(path: Path) -> np.ndarray:
@@ -97,7 +82,7 @@ def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConf
     for p in tqdm(wavs, desc="mel + F0"):
         x = pad_to_groups(_load(p))
         mel = log_mel(x)
-        data.append((mel, *map(torch.from_numpy, f0_track(x, mel.shape[1]))))
+        data.append((mel, *map(torch.from_numpy, f0_track(x, mel.shape[1], centre_offset=-512))))
     allmel = torch.cat([d[0] for d in data], 1)
     codec.mel_mean.copy_(allmel.mean(1, keepdim=True))
     codec.mel_std.copy_(allmel.std(1, keepdim=True) + 1e-3)

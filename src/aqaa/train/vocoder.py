@@ -1,7 +1,8 @@
 """`aqaa train vocoder`: fit the token vocoder on the assistant voice (piper joe, every control variant).
 
-Losses: multi-resolution STFT (spectral convergence + log magnitude) and L1 on the HiFi-GAN-style log-mel; no
-discriminator (a GAN needs far more steps than a 2-core CPU affords; this trades some buzz for trainability).
+Losses: multi-resolution STFT (spectral convergence + log magnitude) and L1 on the HiFi-GAN-style log-mel, plus, with
+a harmonic source, L1 on the F0 head's log F0 (voiced frames) and BCE on its voicing against Praat; the source itself
+is driven by Praat's F0 while training (teacher forcing, as NSF vocoders do). No discriminator (a GAN needs far more steps than a 2-core CPU affords; this trades some buzz for trainability).
 Crops are whole 120 ms groups; batches come from an RNG seeded by (seed, step), so a resumed run is exact.
 """
 
@@ -24,7 +25,8 @@ from aqaa.tokenizer.features import N_FFT as MEL_FFT
 from aqaa.tokenizer.features import log_mel_frames
 from aqaa.tokenizer.interleave import GROUP_SAMPLES
 from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main
-from aqaa.vocoder.model import PRESETS, TokenVocoder, VocoderConfig
+from aqaa.audio.measure import F0_REF
+from aqaa.vocoder.model import FRAMES_PER_GROUP, PRESETS, TokenVocoder, VocoderConfig
 
 STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256))
 
@@ -43,6 +45,7 @@ class VocoderTrainConfig:
     seed: int = 0
     voice: str = "joe"
     energy_weight: float = 0.0  # L1 on frame log-energy (dB/10): pulls the output level onto the source's
+    pitch_weight: float = 1.0  # F0 head losses (harmonic source only)
     init: str = ""  # start from this vocoder folder (fine-tuning) instead of random weights
     stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
 
@@ -87,21 +90,36 @@ def mel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(log_mel_frames(pad(y)), log_mel_frames(pad(x)))
 
 
-class ClipBank:
-    """Audio and tokens of the training clips in memory (about 1 h of 16 kHz float32 is ~230 MB)."""
+def pitch_loss(pitch: tuple[torch.Tensor, torch.Tensor], log_f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """L1 on normalized log F0 where Praat hears voicing, plus BCE on voicing."""
+    pred_f0, v_logit = pitch
+    l1 = ((pred_f0 - log_f0).abs() * voiced).sum() / voiced.sum().clamp(min=1.0)
+    return l1 + F.binary_cross_entropy_with_logits(v_logit, voiced)
 
-    def __init__(self, data_dir: Path, rels: list[str], tokens: dict[str, dict]):
-        self.audio, self.lin, self.sem = [], [], []
-        for rel in rels:
+
+class ClipBank:
+    """Audio, tokens and (`pitch`) Praat F0 per vocoder frame of the training clips in memory (about 1 h of 16 kHz
+    float32 is ~230 MB)."""
+
+    def __init__(self, data_dir: Path, rels: list[str], tokens: dict[str, dict], pitch: bool = False):
+        from aqaa.audio.measure import f0_track
+
+        self.audio, self.lin, self.sem, self.f0, self.voiced = [], [], [], [], []
+        for rel in tqdm(rels, desc="clips", unit="clip", disable=not pitch, leave=False):
             x, _ = sf.read(data_dir / rel, dtype="float32")
             row = tokens[rel]
             g = len(row["linguistic"]) // 2
             self.audio.append(np.pad(x, (0, max(0, g * GROUP_SAMPLES - len(x))))[: g * GROUP_SAMPLES])
             self.lin.append(np.asarray(row["linguistic"]))
             self.sem.append(np.asarray(row["semantic"]))
+            if pitch:
+                f, v = f0_track(self.audio[-1], g * FRAMES_PER_GROUP)
+                self.f0.append(f)
+                self.voiced.append(v)
 
     def batch(self, n: int, groups: int, rng: random.Random) -> tuple[torch.Tensor, ...]:
-        lin, sem, wav = [], [], []
+        """(linguistic, semantic, wave) crops, plus (log F0, voiced) per frame when the bank holds pitch."""
+        lin, sem, wav, f0, voiced = [], [], [], [], []
         for _ in range(n):
             i = rng.randrange(len(self.audio))
             total = len(self.lin[i]) // 2
@@ -111,8 +129,13 @@ class ClipBank:
             lin.append(np.pad(self.lin[i][2 * g0: 2 * (g0 + g)], (0, 2 * pad_g)))
             sem.append(np.pad(self.sem[i][3 * g0: 3 * (g0 + g)], (0, 3 * pad_g)))
             wav.append(np.pad(self.audio[i][g0 * GROUP_SAMPLES: (g0 + g) * GROUP_SAMPLES], (0, pad_g * GROUP_SAMPLES)))
-        return (torch.as_tensor(np.stack(lin)).long(), torch.as_tensor(np.stack(sem)).long(),
-                torch.as_tensor(np.stack(wav)).float())
+            if self.f0:
+                frames = slice(g0 * FRAMES_PER_GROUP, (g0 + g) * FRAMES_PER_GROUP)
+                f0.append(np.pad(self.f0[i][frames], (0, pad_g * FRAMES_PER_GROUP)))
+                voiced.append(np.pad(self.voiced[i][frames], (0, pad_g * FRAMES_PER_GROUP)))
+        out = (torch.as_tensor(np.stack(lin)).long(), torch.as_tensor(np.stack(sem)).long(),
+               torch.as_tensor(np.stack(wav)).float())
+        return out + (torch.as_tensor(np.stack(f0)), torch.as_tensor(np.stack(voiced))) if self.f0 else out
 
 
 def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path, preset: str = "default",
@@ -131,7 +154,8 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     rels = vocoder_clips(data_dir, tokens, cfg.voice)
     if not rels:
         raise ValueError(f"no {cfg.voice} clips with tokens in {data_dir}")
-    bank = ClipBank(data_dir, rels, tokens)
+    harmonic = cfg.vocoder.source == "harmonic"
+    bank = ClipBank(data_dir, rels, tokens, pitch=harmonic)
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=not torch.cuda.is_available())
@@ -141,9 +165,12 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     model = TokenVocoder(cfg.vocoder)
     if cfg.init:
         start = TokenVocoder.load(cfg.init)
-        if asdict(start.cfg) != asdict(cfg.vocoder):
+        if {**asdict(start.cfg), "source": ""} != {**asdict(cfg.vocoder), "source": ""}:
             raise ValueError(f"{cfg.init}: its config differs from this run's vocoder config")
-        model.load_state_dict(start.state_dict())
+        # a vocoder without a source may seed one with it: its network is shared, the source's heads start fresh
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+        if unexpected or any(not k.startswith(("f0_head.", "harmonic_head.")) for k in missing):
+            raise ValueError(f"{cfg.init}: weights do not fit ({missing + unexpected})")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
@@ -159,11 +186,17 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
                disable=not acc.is_main_process)
     while step < cfg.steps:
         # the global batch of this step, then this rank's share of it (equal shares: DDP's mean is the batch mean)
-        lin, sem, wav = (t[rank::world].to(acc.device) for t in
-                         bank.batch(cfg.batch, cfg.crop_groups, random.Random(cfg.seed * 1_000_003 + step)))
-        y = model(lin, sem)
+        lin, sem, wav, *pitch_ref = (t[rank::world].to(acc.device) for t in
+                                     bank.batch(cfg.batch, cfg.crop_groups, random.Random(cfg.seed * 1_000_003 + step)))
+        if harmonic:
+            log_f0, voiced = pitch_ref
+            y, pitch = model(lin, sem, f0=(torch.exp(F0_REF + 0.5 * log_f0), voiced), with_pitch=True)
+        else:
+            y = model(lin, sem)
         l_stft, l_mel = stft_loss(y, wav), mel_loss(y, wav)
         loss = l_stft + cfg.mel_weight * l_mel
+        l_pitch = pitch_loss(pitch, log_f0, voiced) if harmonic else torch.zeros(())
+        loss = loss + cfg.pitch_weight * l_pitch
         if cfg.energy_weight:
             loss = loss + cfg.energy_weight * energy_loss(y, wav)
         opt.zero_grad(set_to_none=True)
@@ -172,12 +205,12 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
         opt.step()
         sched.step()
         step += 1
-        logged = [acc.reduce(x.detach(), "mean").item() for x in (loss, l_stft, l_mel)]
+        logged = [acc.reduce(x.detach().to(acc.device), "mean").item() for x in (loss, l_stft, l_mel, l_pitch)]
         bar.update(1)
-        bar.set_postfix(stft=f"{logged[1]:.3f}", mel=f"{logged[2]:.3f}")
+        bar.set_postfix(stft=f"{logged[1]:.3f}", mel=f"{logged[2]:.3f}", pitch=f"{logged[3]:.3f}")
         if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
             metrics.log(step=step, loss=round(logged[0], 5), stft=round(logged[1], 5), mel=round(logged[2], 5),
-                        lr=sched.get_last_lr()[0], processes=world)
+                        pitch=round(logged[3], 5), lr=sched.get_last_lr()[0], processes=world)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint_on_main(acc, ckpt, model, opt, step, sched)
         if stop_after is not None and step >= stop_after:

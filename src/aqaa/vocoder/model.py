@@ -7,6 +7,13 @@ domain and runs at 2.5-5x. Every convolution is causal at frame level and a fram
 earlier groups, so streaming one group at a time gives the offline output exactly; the only look-ahead is the
 overlap-add itself: the last n_fft - hop samples (30 ms) of each chunk are final only after the next group.
 
+Harmonic source (`source="harmonic"`, the default preset): trained on L1 log-magnitude losses alone, a network
+smears the harmonics and lands the pitch ~1 semitone off (measured: reports/vocoder_run2.md). So, as in NSF vocoders,
+a head predicts F0 and voicing per frame, a band-limited pulse train at that F0 is built sample by sample (phase kept
+across chunks), and each frame's output is `H * STFT(pulses) + N`: H a predicted harmonic envelope, N the
+predicted aperiodic part (magnitude and phase). Pitch then sits where the F0 head says, by construction.
+Training feeds the source the reference F0 (Praat); inference, the head's own.
+
 Frames: 12 per group. Frame f of group g embeds its linguistic token (f // 6), its semantic token (f // 4) and its
 position f in the group. Frame t's synthesis window spans samples [(t + 1) hop - n_fft, (t + 1) hop), the same
 causal framing as the tokenizer's log-mel.
@@ -15,6 +22,7 @@ causal framing as the tokenizer's log-mel.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
+
+from aqaa.audio.measure import F0_REF
 
 FRAMES_PER_GROUP = 12
 
@@ -38,12 +48,50 @@ class VocoderConfig:
     n_fft: int = 640
     hop: int = 160
     sample_rate: int = 16_000
+    source: str = "none"  # none | harmonic: add an F0-driven pulse-train source (see the module docstring)
+    max_harmonic_hz: float = 7600.0
 
 
 PRESETS = {
-    "default": VocoderConfig(),
-    "tiny": VocoderConfig(l_codes=32, s_codes=64, dim=32, layers=2, kernel=3),
+    "default": VocoderConfig(source="harmonic"),
+    "tiny": VocoderConfig(l_codes=32, s_codes=64, dim=32, layers=2, kernel=3, source="harmonic"),
 }
+
+@dataclass
+class SourceState:
+    """The harmonic source between chunks: running phase, the last frame's F0/voicing, the excitation tail."""
+
+    phase: torch.Tensor  # [B] float64, radians mod 2 pi
+    f0: torch.Tensor  # [B] Hz of the last frame
+    voiced: torch.Tensor  # [B] 0/1 of the last frame
+    tail: torch.Tensor  # [B, n_fft - hop] excitation samples the next frames' windows still cover
+
+
+def pulse_train(f0: torch.Tensor, voiced: torch.Tensor, state: SourceState | None, hop: int, sample_rate: int,
+                max_hz: float) -> tuple[torch.Tensor, SourceState]:
+    """Band-limited pulses (sum of cos(k phi), k f0 < max_hz) for frames [B, T] -> samples [B, T hop].
+
+    F0 and voicing glide linearly from the previous frame's value to this frame's over its hop, so the source is
+    causal (frame t's samples need frames t-1 and t) and chunked calls give the offline samples.
+    """
+    b, t = f0.shape
+    f0, voiced = f0.double(), voiced.double()
+    if state is None:
+        prev_f0, prev_v, phase0 = f0[:, :1], torch.zeros_like(f0[:, :1]), f0.new_zeros(b, 1)
+    else:
+        prev_f0, prev_v, phase0 = state.f0[:, None].double(), state.voiced[:, None].double(), state.phase[:, None]
+    ramp = torch.arange(1, hop + 1, dtype=torch.float64) / hop
+    glide = lambda cur, prev: (torch.cat([prev, cur[:, :-1]], 1)[..., None] * (1 - ramp)  # noqa: E731
+                               + cur[..., None] * ramp).reshape(b, t * hop)
+    f_s, v_s = glide(f0, prev_f0), glide(voiced, prev_v)
+    phi = phase0 + torch.cumsum(2 * math.pi * f_s / sample_rate, dim=1)
+    k = torch.floor(max_hz / f_s.clamp(min=20.0)).clamp(min=1.0)
+    half = torch.sin(phi / 2)
+    safe = half.abs() > 1e-6
+    comb = torch.where(safe, torch.sin((k + 0.5) * phi) / (2 * torch.where(safe, half, torch.ones_like(half))) - 0.5,
+                       k)  # Dirichlet kernel: sum_{j=1..k} cos(j phi); its limit k where sin(phi / 2) = 0
+    new = SourceState(torch.remainder(phi[:, -1], 2 * math.pi), f0[:, -1].float(), voiced[:, -1].float(), None)
+    return (comb * v_s).float(), new
 
 
 class CausalConvNeXt(nn.Module):
@@ -80,6 +128,14 @@ class TokenVocoder(nn.Module):
             self.head.weight.mul_(0.1)
             self.head.bias.zero_()
             self.head.bias[: self.n_bins] = -4.0
+        if cfg.source == "harmonic":
+            self.f0_head = nn.Linear(cfg.dim, 2)  # normalized log F0, voicing logit
+            self.harmonic_head = nn.Linear(cfg.dim, self.n_bins)  # log harmonic envelope
+            with torch.no_grad():  # a pulse's harmonics come out of the windowed FFT at ~n_fft / 4: start them quiet
+                self.harmonic_head.weight.mul_(0.1)
+                self.harmonic_head.bias.fill_(-4.0 - math.log(cfg.n_fft / 4))
+        elif cfg.source != "none":
+            raise ValueError(f"vocoder source {cfg.source!r}: expected none or harmonic")
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     # ------------------------------------------------------------------ frames
@@ -94,18 +150,49 @@ class TokenVocoder(nn.Module):
             x = x + self.emb_s(sem[:, f // 4])
         return x.transpose(1, 2)
 
-    def spectra(self, lin: torch.Tensor, sem: torch.Tensor, conv_state: list | None = None
-                ) -> tuple[torch.Tensor, list]:
-        """Complex STFT frames [B, bins, T] and the convolutions' new left context."""
+    def hidden(self, lin: torch.Tensor, sem: torch.Tensor, conv_state: list | None = None
+               ) -> tuple[torch.Tensor, list]:
+        """Frame features [B, T, dim] and the convolutions' new left context."""
         x = self.frame_inputs(lin, sem)
         new_state = []
         for i, block in enumerate(self.blocks):
             x, left = block(x, None if conv_state is None else conv_state[i])
             new_state.append(left)
-        h = self.head(self.norm(x.transpose(1, 2))).transpose(1, 2)
-        log_mag, phase = h[:, : self.n_bins], h[:, self.n_bins:]
-        mag = torch.exp(log_mag.clamp(max=6.0))
-        return torch.polar(mag, phase * torch.pi), new_state
+        return self.norm(x.transpose(1, 2)), new_state
+
+    def pitch(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The F0 head: (normalized log F0, voicing logit), each [B, T]."""
+        out = self.f0_head(h)
+        return out[..., 0], out[..., 1]
+
+    def spectra(self, lin: torch.Tensor, sem: torch.Tensor, conv_state: list | None = None,
+                source_state: SourceState | None = None, f0: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, list, SourceState | None, tuple | None]:
+        """Complex STFT frames [B, bins, T], the convolutions' new left context, the source's new state and the F0
+        head's (normalized log F0, voicing logit) (None without a harmonic source).
+
+        `f0`: (Hz, voiced 0/1) per frame to drive the harmonic source (training); else the F0 head's own.
+        """
+        h, new_conv = self.hidden(lin, sem, conv_state)
+        out = self.head(h).transpose(1, 2)
+        log_mag, phase = out[:, : self.n_bins], out[:, self.n_bins:]
+        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase * torch.pi)
+        if self.cfg.source != "harmonic":
+            return spec, new_conv, None, None
+        log_f0, v_logit = self.pitch(h)
+        if f0 is None:
+            f0 = (torch.exp(F0_REF + 0.5 * log_f0), (v_logit > 0).float())
+        cfg = self.cfg
+        pulses, new_src = pulse_train(f0[0].detach(), f0[1].detach(), source_state, cfg.hop, cfg.sample_rate,
+                                      cfg.max_harmonic_hz)
+        overlap = cfg.n_fft - cfg.hop
+        lead = pulses.new_zeros(pulses.shape[0], overlap) if source_state is None else source_state.tail
+        exc = torch.cat([lead, pulses], dim=1)
+        new_src.tail = exc[:, -overlap:]
+        frames = exc.unfold(1, cfg.n_fft, cfg.hop) * self.window  # [B, T, n_fft], frame t ends at (t + 1) hop
+        exc_spec = torch.fft.rfft(frames, dim=2).transpose(1, 2)
+        envelope = torch.exp(self.harmonic_head(h).transpose(1, 2).clamp(max=6.0))
+        return spec + envelope * exc_spec, new_conv, new_src, (log_f0, v_logit)
 
     def frames_to_wave(self, spec: torch.Tensor) -> torch.Tensor:
         """Windowed inverse FFT of each frame, overlap-added: [B, bins, T] -> [B, (T - 1) hop + n_fft] (un-normalized)."""
@@ -121,12 +208,15 @@ class TokenVocoder(nn.Module):
                      stride=(1, self.cfg.hop))[0, 0, 0]
         return env.clamp(min=1e-3)
 
-    def forward(self, lin: torch.Tensor, sem: torch.Tensor) -> torch.Tensor:
-        """Offline: [B, 2G], [B, 3G] -> [B, 12 G hop] samples aligned with the source clip."""
-        spec, _ = self.spectra(lin, sem)
+    def forward(self, lin: torch.Tensor, sem: torch.Tensor, f0: tuple[torch.Tensor, torch.Tensor] | None = None,
+                with_pitch: bool = False):
+        """Offline: [B, 2G], [B, 3G] -> [B, 12 G hop] samples aligned with the source clip (and, `with_pitch`, the F0
+        head's outputs: training needs them in the same forward for DDP)."""
+        spec, _, _, pitch = self.spectra(lin, sem, f0=f0)
         t = spec.shape[2]
         y = self.frames_to_wave(spec) / self.envelope(t)
-        return y[:, self.cfg.n_fft - self.cfg.hop:]  # frame t ends at sample (t + 1) hop
+        y = y[:, self.cfg.n_fft - self.cfg.hop:]  # frame t ends at sample (t + 1) hop
+        return (y, pitch) if with_pitch else y
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
@@ -165,6 +255,7 @@ class VocoderState:
     """What streaming remembers: each block's left frames, the overlap-add tail, frames emitted so far."""
 
     conv: list | None = None
+    source: SourceState | None = None  # the harmonic source's phase, last F0 and excitation tail
     tail: torch.Tensor | None = None  # un-normalized OLA samples not yet final (n_fft - hop)
     frames: int = 0
 
@@ -193,7 +284,7 @@ class StreamingVocoder:
         voc, st = self.voc, self.state
         lin = torch.as_tensor(np.asarray(linguistic), dtype=torch.long)[None]
         sem = torch.as_tensor(np.asarray(semantic), dtype=torch.long)[None]
-        spec, st.conv = voc.spectra(lin, sem, st.conv)
+        spec, st.conv, st.source, _ = voc.spectra(lin, sem, st.conv, st.source)
         ola = voc.frames_to_wave(spec)[0]  # (t - 1) hop + n_fft samples from this chunk's first frame window
         overlap = voc.cfg.n_fft - voc.cfg.hop
         if st.tail is not None:
