@@ -60,6 +60,23 @@ def _cmd_data_tokens(args: argparse.Namespace) -> None:
     print(f"tokens written to {encode_corpus(args.data, args.tokenizer, args.out)}")
 
 
+def _cmd_data_pack(args: argparse.Namespace) -> None:
+    from aqaa.data.packed import TokenIndex, pack
+    from aqaa.lm.model import PRESETS
+    from aqaa.lm.vocab import Vocab
+    from aqaa.train.lm import fresh_model, iter_parts
+
+    if args.preset not in PRESETS:
+        raise AqaaInputError(f"unknown preset {args.preset!r}; one of {sorted(PRESETS)}")
+    data = Path(args.data)
+    if not (data / "train.jsonl").is_file() or not Path(args.tokens).is_file():
+        raise AqaaInputError(f"need a SpokenQA folder ({data}) and its token cache ({args.tokens})")
+    vocab = Vocab.load(args.lm) if args.lm else fresh_model(PRESETS[args.preset], data, args.seed).vocab
+    rhythm = PRESETS[args.preset].rhythm
+    out = pack(iter_parts(data, TokenIndex(args.tokens), vocab, rhythm), vocab, args.out, args.shard_sequences)
+    print(f"pack written to {out}: pass it as --tokens to `aqaa train pretrain` / `sft`")
+
+
 def _cmd_train_lm(args: argparse.Namespace) -> None:
     from aqaa.train.lm import stage_config, train_stage
 
@@ -270,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--tokenizer", required=True, help="tokenizer folder")
     k.add_argument("--out", required=True, help="folder for tokens.jsonl")
     k.set_defaults(func=_cmd_data_tokens)
+    k = d.add_parser("pack", help="pack training sequences into shards read on demand (corpora bigger than memory)")
+    k.add_argument("--data", required=True)
+    k.add_argument("--tokens", required=True, help="tokens.jsonl made by `aqaa data tokens`")
+    k.add_argument("--out", required=True, help="pack folder")
+    k.add_argument("--preset", default="default", help="LM preset whose vocabulary stage 1 would build")
+    k.add_argument("--lm", default=None, help="take the vocabulary of this aqaa LM folder instead")
+    k.add_argument("--seed", type=int, default=0, help="stage 1's seed (the vocabulary is built as stage 1 would)")
+    k.add_argument("--shard-sequences", type=int, default=4096)
+    k.set_defaults(func=_cmd_data_pack)
     return p
 
 

@@ -55,8 +55,10 @@ class AudioLM:
         self.model, self.vocab, self.cfg = model, vocab, cfg
 
     @classmethod
-    def create(cls, cfg: LMConfig, text_lines: list[str] | None = None, seed: int = 0) -> "AudioLM":
-        """A fresh model: a new BPE on `text_lines` and random weights, or SmolLM2 extended by the audio tokens."""
+    def create(cls, cfg: LMConfig, text_lines: list[str] | None = None, seed: int = 0, vocab: Vocab | None = None
+               ) -> "AudioLM":
+        """A fresh model: a new BPE on `text_lines` (or the given `vocab`) and random weights, or SmolLM2 extended by
+        the audio tokens."""
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(seed)
@@ -68,9 +70,9 @@ class AudioLM:
             model.resize_token_embeddings(vocab.size, mean_resizing=True)
             model.train()
             return cls(model, vocab, cfg)
-        if not text_lines:
+        if vocab is None and not text_lines:
             raise ValueError(f"preset {cfg.name!r} trains its own text tokenizer: give it text lines")
-        vocab = Vocab(extend_tokenizer(train_text_tokenizer(text_lines, cfg.text_vocab)))
+        vocab = vocab or Vocab(extend_tokenizer(train_text_tokenizer(text_lines, cfg.text_vocab)))
         hf_cfg = LlamaConfig(
             vocab_size=vocab.size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
             num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads, intermediate_size=cfg.intermediate,

@@ -14,6 +14,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -70,16 +71,18 @@ def _neutral(turn_part: dict) -> bool:
     return abs(st.get("rate", 1) - 1) < 0.15 and abs(st.get("pitch", 0)) < 1 and abs(st.get("level_db", -26) + 26) < 3
 
 
-def build_parts(data_dir: Path, tokens: dict[str, dict], vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
-                assistant_voice: str = "joe") -> dict[str, list[Sequence]]:
-    """All training sequences of one split, by mixture part."""
+PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue")
+
+
+def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
+               assistant_voice: str = "joe") -> Iterator[tuple[str, Sequence]]:
+    """Every training sequence of one split as (mixture part, sequence), in a fixed order. `tokens` is any mapping
+    audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand)."""
     def audio(rel: str) -> list[int]:
         row = tokens[rel]
         return vocab.audio_group_ids(row["linguistic"], row["semantic"])
 
     text = vocab.encode_text
-    parts: dict[str, list[Sequence]] = {k: [] for k in ("text", "audio", "asr", "tts", "interleaved", "single_turn",
-                                                         "dialogue")}
     spoken: list[tuple[str, str, bool]] = []  # (audio, text, is a neutral assistant-voice rendering)
     for item in _items(data_dir, split):
         turns = []
@@ -95,9 +98,9 @@ def build_parts(data_dir: Path, tokens: dict[str, dict], vocab: Vocab, rhythm: A
             turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             if not needs_context:
-                parts["single_turn"].append(dialogue(vocab, turns[-1:], rhythm))
+                yield "single_turn", dialogue(vocab, turns[-1:], rhythm)
         if len(turns) == len(item["turns"]):
-            parts["dialogue"].append(dialogue(vocab, turns, rhythm))
+            yield "dialogue", dialogue(vocab, turns, rhythm)
     sentences = data_dir / "pretrain" / "sentences.jsonl"
     for line in sentences.read_text().splitlines() if sentences.exists() else []:
         s = json.loads(line)
@@ -105,24 +108,45 @@ def build_parts(data_dir: Path, tokens: dict[str, dict], vocab: Vocab, rhythm: A
             spoken.append((s["audio"], s["text"], s["voice"] == assistant_voice))
     text_lines = data_dir / "pretrain" / "text.txt"
     if split == "train" and text_lines.exists():
-        parts["text"] = [document(vocab, "text", text(x)) for x in text_lines.read_text().splitlines() if x.strip()]
+        with text_lines.open() as fh:
+            for x in fh:
+                if x.strip():
+                    yield "text", document(vocab, "text", text(x.rstrip("\n")))
     for rel, words, assistant in spoken:
         a_ids, t_ids = audio(rel), text(words)
-        parts["audio"].append(document(vocab, "audio", audio_ids=a_ids))
-        parts["asr"].append(document(vocab, "asr", t_ids, a_ids))
+        yield "audio", document(vocab, "audio", audio_ids=a_ids)
+        yield "asr", document(vocab, "asr", t_ids, a_ids)
         if assistant:
-            parts["tts"].append(document(vocab, "tts", t_ids, a_ids))
-            parts["interleaved"].append(document(vocab, "interleaved", t_ids, a_ids, rhythm))
+            yield "tts", document(vocab, "tts", t_ids, a_ids)
+            yield "interleaved", document(vocab, "interleaved", t_ids, a_ids, rhythm)
+
+
+def build_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
+                assistant_voice: str = "joe") -> dict[str, list[Sequence]]:
+    """All training sequences of one split in memory, by mixture part."""
+    parts: dict[str, list[Sequence]] = {k: [] for k in PARTS}
+    for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice):
+        parts[name].append(seq)
     return parts
 
 
-def draw_batch(parts: dict[str, list[Sequence]], mix: dict[str, float], batch: int, seed: int, step: int
-               ) -> list[Sequence]:
-    """The batch of `step`: a pure function of (seed, step), which is what makes resuming exact."""
+def batch_plan(sizes: dict[str, int], mix: dict[str, float], batch: int, seed: int, step: int
+               ) -> list[tuple[str, int]]:
+    """(part, index) of every sequence in the global batch of `step`: a pure function of (seed, step), which is
+    what makes resuming exact; each rank then reads only its share."""
     rng = random.Random(seed * 1_000_003 + step)
-    names = [k for k in mix if parts.get(k)]
+    names = [k for k in mix if sizes.get(k)]
     weights = [mix[k] for k in names]
-    return [rng.choice(parts[rng.choices(names, weights)[0]]) for _ in range(batch)]
+    plan = []
+    for _ in range(batch):
+        name = rng.choices(names, weights)[0]
+        plan.append((name, rng.randrange(sizes[name])))  # what rng.choice(list) draws, without needing the list
+    return plan
+
+
+def draw_batch(parts: dict, mix: dict[str, float], batch: int, seed: int, step: int) -> list[Sequence]:
+    """The global batch of `step` (see `batch_plan`)."""
+    return [parts[name][i] for name, i in batch_plan({k: len(v) for k, v in parts.items()}, mix, batch, seed, step)]
 
 
 def collate(seqs: list[Sequence], pad_id: int, max_len: int) -> dict[str, torch.Tensor]:
@@ -163,12 +187,24 @@ def stage_config(stage: str, preset: str, overrides: list[str] | None = None) ->
     return apply_overrides(cfg, overrides or [])
 
 
-def _init_model(cfg: StageConfig, out: Path, data_dir: Path) -> AudioLM:
+def vocab_lines(data_dir: Path) -> list[str]:
+    """The text a fresh model's BPE is trained on: the pre-training text and the train split's questions/answers."""
+    lines = (data_dir / "pretrain" / "text.txt").read_text().splitlines()
+    for item in _items(data_dir, "train"):
+        lines += [t["query"]["text"] for t in item["turns"]] + [t["answer"]["text"] for t in item["turns"]]
+    return lines
+
+
+def fresh_model(lm_cfg: LMConfig, data_dir: Path, seed: int, vocab: Vocab | None = None) -> AudioLM:
+    """Stage 1's starting model (the pack step builds the same vocabulary)."""
+    if lm_cfg.pretrained or vocab is not None:
+        return AudioLM.create(lm_cfg, seed=seed, vocab=vocab)
+    return AudioLM.create(lm_cfg, vocab_lines(data_dir), seed=seed)
+
+
+def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None = None) -> AudioLM:
     if cfg.stage == "stage1":
-        lines = (data_dir / "pretrain" / "text.txt").read_text().splitlines()
-        for item in _items(data_dir, "train"):
-            lines += [t["query"]["text"] for t in item["turns"]] + [t["answer"]["text"] for t in item["turns"]]
-        return AudioLM.create(cfg.lm, lines, seed=cfg.seed)
+        return fresh_model(cfg.lm, data_dir, cfg.seed, vocab)
     prev = out / PREVIOUS[cfg.stage] / "model"
     if not (prev / "aqaa_lm.json").exists():
         from aqaa.errors import AqaaInputError
@@ -178,6 +214,15 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path) -> AudioLM:
     lm = AudioLM.load(prev)
     lm.cfg.name = cfg.lm.name
     return lm
+
+
+def load_training_parts(tokens_path: str | Path, data_dir: Path) -> tuple[dict | None, Vocab | None, object]:
+    """(packed parts, their vocabulary, None) for a pack folder, else (None, None, the token cache in memory)."""
+    from aqaa.data.packed import is_pack, load_pack
+
+    if is_pack(tokens_path):
+        return (*load_pack(tokens_path), None)
+    return None, None, load_tokens(tokens_path, data_dir)
 
 
 def token_loss(model, batch: dict, acc) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,13 +252,17 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     final = folder / "model"
     if (final / "aqaa_lm.json").exists() and (folder / "done.json").exists():
         return final
-    tokens = load_tokens(tokens_path, data_dir)
+    packed, pack_vocab, tokens = load_training_parts(tokens_path, data_dir)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     if cfg.batch % acc.num_processes:
         raise ValueError(f"batch {cfg.batch} does not split over {acc.num_processes} processes")
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / "checkpoint"
-    lm = _init_model(cfg, out, data_dir)  # a resume then loads the checkpoint's weights over it
+    lm = _init_model(cfg, out, data_dir, pack_vocab)  # a resume then loads the checkpoint's weights over it
+    if pack_vocab is not None and lm.vocab.hf.get_vocab() != pack_vocab.hf.get_vocab():
+        from aqaa.errors import AqaaInputError
+
+        raise AqaaInputError(f"{tokens_path} was packed with another vocabulary than {cfg.stage}'s model")
     if cfg.gradient_checkpointing:
         lm.model.gradient_checkpointing_enable()
     lm.model.train()
@@ -223,8 +272,9 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     if acc.is_main_process:
         (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
-    parts = build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
-    if not any(parts.get(k) for k in cfg.mix):
+    parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
+    sizes = {k: len(v) for k, v in parts.items()}
+    if not any(sizes.get(k) for k in cfg.mix):
         raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
 
     decay = [p for n, p in lm.model.named_parameters() if p.ndim >= 2]
@@ -244,8 +294,8 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
                disable=not acc.is_main_process)
     tok_count = 0
     while step < cfg.steps:
-        global_batch = draw_batch(parts, cfg.mix, cfg.batch, cfg.seed, step)
-        batch = {k: v.to(acc.device) for k, v in collate(global_batch[rank::world], pad, cfg.max_len).items()}
+        mine = batch_plan(sizes, cfg.mix, cfg.batch, cfg.seed, step)[rank::world]  # this rank reads only its share
+        batch = {k: v.to(acc.device) for k, v in collate([parts[n][i] for n, i in mine], pad, cfg.max_len).items()}
         with acc.autocast():
             loss, logged = token_loss(model, batch, acc)
         opt.zero_grad(set_to_none=True)
