@@ -100,3 +100,24 @@ def test_fsdp_matches_one_process_and_checkpoints_move_both_ways(tiny_corpus, tm
     a, b = AudioLM.load(tmp_path / "one" / "stage1" / "model"), AudioLM.load(tmp_path / "b" / "stage1" / "model")
     for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert (pa - pb).abs().max() < 1e-3, name  # the FSDP-saved final model is the whole, plain model
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed beside this python")
+def test_tokenizer_codec_trains_on_two_processes_like_one(tiny_corpus, tmp_path):
+    """Rank 0 fits the k-means, both ranks train the semantic codec (DDP); then the run resumes on 1 process."""
+    from aqaa.train.tokenizer import train_tokenizer
+
+    over = ["steps=6", "batch=4", "log_every=1", "ckpt_every=2", "max_files=12"]
+    train_tokenizer(tiny_corpus["data"], tmp_path / "one", "tiny", over)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29523", "-m", "aqaa.cli", "train", "tokenizer",
+           "--preset", "tiny", "--data", str(tiny_corpus["data"]), "--out", str(tmp_path / "two"), *over, "stop_after=4"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    train_tokenizer(tiny_corpus["data"], tmp_path / "two", "tiny", over)  # 6 steps: resumes the 2-process run at 4
+    rows = lambda d: [json.loads(x) for x in (tmp_path / f"{d}.work" / "metrics.jsonl").read_text().splitlines()  # noqa: E731
+                      if json.loads(x)["stage"] == "semantic"]
+    one, two = rows("one"), rows("two")
+    assert [x["processes"] for x in two] == [2, 2, 2, 2, 1, 1]
+    assert [x["loss"] for x in two] == pytest.approx([x["loss"] for x in one], abs=TOL)

@@ -114,29 +114,28 @@ def json_tokens(path):
     return read_tokens(path)
 
 
-def test_smollm2_extends_trains_and_round_trips(tiny_corpus, tmp_path):
+def test_smollm2_trains_through_the_stage_entry_points(tiny_corpus, tmp_path):
+    """SmolLM2-135M (bundled GGUF) extended by the audio tokens, then stage 1 and stage 2 through `train_stage`:
+    stage 2 starts from the trained stage-1 model (its first loss is below stage 1's first) and the model round-trips."""
+    from aqaa.train.lm import stage_config, train_stage
+
     lm = AudioLM.create(PRESETS["smollm2"])
     v = lm.vocab
     assert v.audio_offset == 49152 and v.size == 49152 + 5120 + len(CONTROL_TOKENS)
     assert lm.model.get_input_embeddings().num_embeddings >= v.size
-    parts = build_parts(tiny_corpus["data"], json_tokens(tiny_corpus["tokens"]), v, lm.cfg.rhythm)
-    batch = collate(parts["single_turn"][:2], v.ctrl["pad"], 256)
-    opt = torch.optim.AdamW(lm.model.parameters(), lr=3e-4)
-    losses = []
-    for _ in range(3):
-        loss = lm.model(**batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
-    lm.model.eval()
-    lm.save(tmp_path / "smol")
-    back = AudioLM.load(tmp_path / "smol")
-    x = batch["input_ids"][:1, :32]
-    with torch.no_grad():
-        assert torch.allclose(lm.model(x).logits, back.model(x).logits, atol=1e-4)
+    over = ["steps=3", "batch=2", "max_len=256", "warmup=1", "lr=3e-4", "log_every=1", "ckpt_every=3",
+            'mix={"single_turn": 1.0}', "seed=3"]
+    args = (tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
+    first = train_stage(stage_config("stage1", "smollm2", over), *args)
+    train_stage(stage_config("stage2", "smollm2", over[:-1] + ["seed=4"]), *args)
+    rows = lambda s: [json.loads(x)["loss"] for x in (tmp_path / s / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows("stage2")[0] < rows("stage1")[0]  # stage 2 starts where stage 1 ended
+    back = AudioLM.load(first)
     assert back.vocab.audio_offset == 49152 and back.cfg.pretrained == "smollm2"
+    parts = build_parts(tiny_corpus["data"], json_tokens(tiny_corpus["tokens"]), back.vocab, back.cfg.rhythm)
+    x = collate(parts["single_turn"][:1], v.ctrl["pad"], 64)["input_ids"]
+    with torch.no_grad():
+        assert torch.isfinite(back.model(x).logits).all()
 
 
 @pytest.mark.parametrize("args", [

@@ -1,7 +1,9 @@
 """`aqaa train tokenizer`: fit the linguistic k-means and train the semantic FSQ codec on synthesized speech.
 
 Stage 1 (linguistic) is saved on its own as soon as it is fitted; stage 2 (semantic) checkpoints every
-`ckpt_every` steps and a killed run resumes from the last checkpoint.
+`ckpt_every` steps and a killed run resumes from the last checkpoint. Under `torchrun` / `accelerate launch`, rank 0
+fits the k-means (sklearn, one process) while the others wait, and the semantic codec trains with DDP: each rank
+takes its share of the same global batch, so N processes train like one and checkpoints move between them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from aqaa.tokenizer.features import log_mel
 from aqaa.tokenizer.interleave import pad_to_groups
 from aqaa.tokenizer.linguistic import whisper_features
 from aqaa.tokenizer.model import PRESETS, DualTokenizer, TokenizerConfig
-from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint, save_tensors
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, save_tensors
 
 @dataclass
 class TokenizerTrainConfig:
@@ -36,7 +38,9 @@ class TokenizerTrainConfig:
     f0_weight: float = 1.0
     voicing_weight: float = 0.2
     ckpt_every: int = 250
+    log_every: int = 25
     seed: int = 0
+    stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
     max_files: int = 0  # 0: all
 
 
@@ -76,10 +80,30 @@ def fit_linguistic(tok: DualTokenizer, wavs: list[Path], seed: int) -> dict:
     return {"vectors": len(x), "inertia_per_vector": float(km.inertia_ / len(x)), "train_dead": int((used == 0).sum())}
 
 
-def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConfig, work: Path, metrics: Metrics) -> None:
+def semantic_batch(data: list, cfg: TokenizerTrainConfig, step: int) -> tuple[torch.Tensor, ...]:
+    """(log-mel, F0, voicing) crops of the global batch of `step`: a pure function of (seed, step), so a resumed or
+    multi-process run sees the same data."""
+    rng = np.random.default_rng([cfg.seed, step])
+    crop = cfg.crop_frames
+    mels, f0s, vs = [], [], []
+    for i in rng.integers(0, len(data), cfg.batch):
+        mel, f0, v = data[i]
+        n = mel.shape[1]
+        if n > crop:
+            o = int(rng.integers(0, (n - crop) // 4 + 1)) * 4
+            mel, f0, v = mel[:, o : o + crop], f0[o : o + crop], v[o : o + crop]
+        pad = crop - mel.shape[1]
+        mels.append(F.pad(mel, (0, pad), value=math.log(1e-5)))
+        f0s.append(F.pad(f0, (0, pad)))
+        vs.append(F.pad(v, (0, pad)))
+    return torch.stack(mels), torch.stack(f0s), torch.stack(vs)
+
+
+def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConfig, work: Path, metrics: Metrics,
+                   acc) -> None:
     codec = tok.semantic.train()
     data = []
-    for p in tqdm(wavs, desc="mel + F0"):
+    for p in tqdm(wavs, desc="mel + F0", disable=not acc.is_main_process):
         x = pad_to_groups(_load(p))
         mel = log_mel(x)
         data.append((mel, *map(torch.from_numpy, f0_track(x, mel.shape[1], centre_offset=-512))))
@@ -92,42 +116,46 @@ def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConf
     ckpt, start = work / "semantic_ckpt", 0
     if (ckpt / "trainer.json").exists():
         start = load_checkpoint(ckpt, codec, opt, sched)["step"]
-        print(f"resuming semantic codec training at step {start}")
-    crop = cfg.crop_frames
-    bar = tqdm(range(start, cfg.steps), desc="semantic codec", initial=start, total=cfg.steps)
+        if acc.is_main_process:
+            metrics.truncate_after(start - 1)  # rows logged past the checkpoint are replayed
+            print(f"resuming semantic codec training at step {start}")
+    if cfg.batch % acc.num_processes:
+        raise ValueError(f"batch {cfg.batch} does not split over {acc.num_processes} processes")
+    model, opt = acc.prepare(codec, opt)  # DDP under torchrun; a no-op in one process
+    rank, world = acc.process_index, acc.num_processes
+    bar = tqdm(range(start, cfg.steps), desc="semantic codec", initial=start, total=cfg.steps,
+               disable=not acc.is_main_process)
     for step in bar:
-        rng = np.random.default_rng([cfg.seed, step])  # the data position is the step: exact resume
-        mels, f0s, vs = [], [], []
-        for i in rng.integers(0, len(data), cfg.batch):
-            mel, f0, v = data[i]
-            n = mel.shape[1]
-            if n > crop:
-                o = int(rng.integers(0, (n - crop) // 4 + 1)) * 4
-                mel, f0, v = mel[:, o : o + crop], f0[o : o + crop], v[o : o + crop]
-            pad = crop - mel.shape[1]
-            mels.append(F.pad(mel, (0, pad), value=math.log(1e-5)))
-            f0s.append(F.pad(f0, (0, pad)))
-            vs.append(F.pad(v, (0, pad)))
-        mel, f0, v = torch.stack(mels), torch.stack(f0s), torch.stack(vs)
-        out, idx = codec(mel)
+        mel, f0, v = (t[rank::world].to(acc.device) for t in semantic_batch(data, cfg, step))
+        out, idx = model(mel)
         target = (mel - codec.mel_mean) / codec.mel_std
-        mel_loss = F.l1_loss(out[:, :80], target)
-        f0_loss = ((out[:, 80] - f0).abs() * v).sum() / v.sum().clamp(min=1)
+        mel_loss = F.l1_loss(out[:, :80], target)  # equal shares: DDP's gradient mean is the global mean
+        voiced = acc.reduce(v.sum(), "sum").clamp(min=1)  # F0 L1 over the voiced frames of the *global* batch
+        f0_loss = ((out[:, 80] - f0).abs() * v).sum() * world / voiced
         v_loss = F.binary_cross_entropy_with_logits(out[:, 81], v)
         loss = mel_loss + cfg.f0_weight * f0_loss + cfg.voicing_weight * v_loss
         opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % 25 == 0 or step == cfg.steps - 1:
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            logged = [acc.reduce(x.detach(), "mean").item() for x in (loss, mel_loss, f0_loss, v_loss)]
             used = int(torch.unique(idx).numel())
-            bar.set_postfix(mel=f"{mel_loss.item():.3f}", f0=f"{f0_loss.item():.3f}", codes=used)
-            metrics.log(stage="semantic", step=step, loss=loss.item(), mel_l1=mel_loss.item(), f0_l1=f0_loss.item(),
-                        voicing_bce=v_loss.item(), codes_in_batch=used, lr=sched.get_last_lr()[0], time=time.time())
+            bar.set_postfix(mel=f"{logged[1]:.3f}", f0=f"{logged[2]:.3f}", codes=used)
+            if acc.is_main_process:
+                metrics.log(stage="semantic", step=step, loss=logged[0], mel_l1=logged[1], f0_l1=logged[2],
+                            voicing_bce=logged[3], codes_in_batch=used, lr=sched.get_last_lr()[0], time=time.time(),
+                            processes=world)
         if (step + 1) % cfg.ckpt_every == 0 or step == cfg.steps - 1:
-            save_checkpoint(ckpt, codec, opt, step + 1, sched)
+            save_checkpoint_on_main(acc, ckpt, model, opt, step + 1, sched)
+        if cfg.stop_after and step + 1 >= cfg.stop_after:
+            raise StopTraining
     codec.eval()
+
+
+class StopTraining(Exception):
+    """`stop_after` reached: the run ends after its checkpoint, without a tokenizer folder (a later run resumes)."""
 
 
 def train_tokenizer(data_dir: str | Path, out_dir: str | Path, preset: str = "default",
@@ -147,14 +175,22 @@ def train_tokenizer(data_dir: str | Path, out_dir: str | Path, preset: str = "de
         wavs = wavs[: cfg.max_files]
     if not wavs:
         raise ValueError(f"{data_dir}: no training audio found (run `aqaa data synth` first)")
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
     tok = DualTokenizer(cfg.tokenizer)
     lin_file = work / "linguistic.safetensors"
-    if lin_file.exists():
-        tok.linguistic.load_state_dict(load_file(lin_file))
-    else:
+    if not lin_file.exists() and acc.is_main_process:
         info = fit_linguistic(tok, wavs, cfg.seed)
         metrics.log(stage="linguistic", **info)
         save_tensors(tok.linguistic.state_dict(), lin_file)
-    train_semantic(tok, wavs, cfg, work, metrics)
-    tok.save(out_dir)
+    acc.wait_for_everyone()
+    tok.linguistic.load_state_dict(load_file(lin_file))
+    try:
+        train_semantic(tok, wavs, cfg, work, metrics, acc)
+    except StopTraining:
+        return work / "semantic_ckpt"
+    if acc.is_main_process:
+        tok.save(out_dir)
+    acc.wait_for_everyone()
     return out_dir
