@@ -155,9 +155,12 @@ def train_dpo(sft_model: str | Path, data_dir: str | Path, tokens_path: str | Pa
     trainer = TokenDPOTrainer(model=lm.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=lm.vocab.hf)
     last = get_last_checkpoint(str(out / "trainer")) if (out / "trainer").is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
-    lm.model = trainer.model.eval()
-    lm.save(final)
-    (out / "done.json").write_text(json.dumps({"steps": cfg.steps, "pairs": counts}))
+    trainer.train(resume_from_checkpoint=last)  # DDP under torchrun / accelerate launch (the Trainer's accelerate)
+    if trainer.is_world_process_zero():
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
+        lm.model = trainer.accelerator.unwrap_model(trainer.model).eval()
+        lm.save(final)
+        (out / "done.json").write_text(json.dumps({"steps": cfg.steps, "pairs": counts,
+                                                   "processes": trainer.accelerator.num_processes}))
+    trainer.accelerator.wait_for_everyone()
     return final
