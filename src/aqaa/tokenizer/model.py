@@ -41,8 +41,9 @@ class TokenizerConfig:
 
 
 PRESETS = {
-    "default": TokenizerConfig(),
-    "tiny": TokenizerConfig(LinguisticConfig(codes=32), SemanticConfig(levels=[4, 4, 4], channels=32, layers=2)),
+    "default": TokenizerConfig(semantic=SemanticConfig(rate_head=True)),
+    "tiny": TokenizerConfig(LinguisticConfig(codes=32), SemanticConfig(levels=[4, 4, 4], channels=32, layers=2,
+                                                           rate_head=True)),
 }
 
 

@@ -30,6 +30,7 @@ class SemanticConfig:
     layers: int = 4  # residual causal conv blocks on each side
     kernel: int = 5
     preserve_symmetry: bool = False  # FSQ option; required for levels of 2
+    rate_head: bool = False  # the decoder also predicts the local phone rate (see aqaa.train.tokenizer.local_rate)
 
     @property
     def codes(self) -> int:
@@ -68,7 +69,7 @@ class SemanticCodec(nn.Module):
         self.from_code = nn.Conv1d(len(cfg.levels), c, 1)
         self.up = nn.ConvTranspose1d(c, c, DOWNSAMPLE, stride=DOWNSAMPLE)
         self.dec = nn.Sequential(*[ResBlock(c, cfg.kernel, 2**i) for i in range(cfg.layers)])
-        self.dec_out = nn.Conv1d(c, N_MELS + 2, 1)  # mel, log F0, voicing logit
+        self.dec_out = nn.Conv1d(c, N_MELS + 2 + int(cfg.rate_head), 1)  # mel, log F0, voicing logit[, rate]
 
     @property
     def receptive_frames(self) -> int:
@@ -87,14 +88,25 @@ class SemanticCodec(nn.Module):
         _, idx = self.fsq(self.encode_latent(mel))
         return idx
 
+    def level_probabilities(self, latent: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
+        """Soft assignment of each bounded latent dimension to its FSQ levels: [B, N, n_levels] -> list per dim of
+        [B, N, L] (for the codebook-usage entropy loss; the rounding itself has no gradient to spread codes)."""
+        bounded = self.fsq.bound(latent)
+        probs = []
+        for d, levels in enumerate(self.cfg.levels):
+            grid = torch.arange(levels, device=latent.device) - levels // 2  # the integers FSQ rounds to
+            probs.append(torch.softmax(-(bounded[..., d: d + 1] - grid) ** 2 / temperature, dim=-1))
+        return probs
+
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """[B, N, n_levels] quantized codes -> [B, 82, 4N]: normalized mel, log F0, voicing logit."""
+        """[B, N, n_levels] quantized codes -> [B, 82 (+1), 4N]: normalized mel, log F0, voicing logit[, rate]."""
         x = self.up(self.from_code(codes.transpose(1, 2)))
         return self.dec_out(self.dec(x))
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self.decode_codes(self.fsq.indices_to_codes(indices))
 
-    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        codes, idx = self.fsq(self.encode_latent(mel))
-        return self.decode_codes(codes), idx
+    def forward(self, mel: torch.Tensor, with_latent: bool = False):
+        latent = self.encode_latent(mel)
+        codes, idx = self.fsq(latent)
+        return (self.decode_codes(codes), idx, latent) if with_latent else (self.decode_codes(codes), idx)

@@ -37,6 +37,8 @@ class TokenizerTrainConfig:
     lr: float = 2e-3
     f0_weight: float = 1.0
     voicing_weight: float = 0.2
+    rate_weight: float = 0.5  # local phone-rate target (codecs with a rate head): so the codes carry speaking rate
+    entropy_weight: float = 0.1  # codebook-usage entropy bonus: spreads the batch over the 4,096 codes (dead codes)
     ckpt_every: int = 250
     log_every: int = 25
     seed: int = 0
@@ -80,33 +82,65 @@ def fit_linguistic(tok: DualTokenizer, wavs: list[Path], seed: int) -> dict:
     return {"vectors": len(x), "inertia_per_vector": float(km.inertia_ / len(x)), "train_dead": int((used == 0).sum())}
 
 
+RATE_WINDOW = 9  # linguistic tokens (540 ms) over which the local phone rate is averaged
+
+
+def local_rate(linguistic: np.ndarray, n_frames: int) -> np.ndarray:
+    """How often the linguistic code changes, over the last 540 ms, per 10 ms mel frame, normalized to ~N(0, 1).
+
+    The linguistic stream shows speaking rate by how fast its phone-like codes change; giving the semantic decoder
+    this as a target makes the semantic codes carry rate too (the stream meant for prosody)."""
+    changes = np.concatenate([[0.0], (linguistic[1:] != linguistic[:-1]).astype(float)])
+    trailing = np.convolve(changes, np.ones(RATE_WINDOW) / RATE_WINDOW)[: len(changes)]
+    per_frame = np.repeat(trailing, 6)[:n_frames]  # one linguistic token = 6 mel frames
+    return ((np.pad(per_frame, (0, n_frames - len(per_frame)), mode="edge") - 0.7) / 0.2).astype(np.float32)
+
+
+def usage_entropy_loss(probs: list[torch.Tensor], world: int = 1) -> torch.Tensor:
+    """ln K - H(batch-mean code distribution), the code distribution of a token being the product of its soft
+    per-dimension level assignments (as LFQ's entropy loss, for FSQ). 0 when the batch uses all K codes evenly.
+    Over N processes the mean is the global batch's (a differentiable all-reduce), so DDP trains like 1 process."""
+    joint = probs[0].flatten(0, -2)
+    for p in probs[1:]:
+        joint = (joint[:, :, None] * p.flatten(0, -2)[:, None, :]).flatten(1)
+    mean = joint.mean(0)
+    if world > 1:
+        from torch.distributed.nn.functional import all_reduce
+
+        mean = all_reduce(mean) / world
+    return math.log(mean.numel()) + (mean * torch.log(mean + 1e-9)).sum()
+
+
 def semantic_batch(data: list, cfg: TokenizerTrainConfig, step: int) -> tuple[torch.Tensor, ...]:
     """(log-mel, F0, voicing) crops of the global batch of `step`: a pure function of (seed, step), so a resumed or
     multi-process run sees the same data."""
     rng = np.random.default_rng([cfg.seed, step])
     crop = cfg.crop_frames
-    mels, f0s, vs = [], [], []
+    mels, frame_targets = [], []
     for i in rng.integers(0, len(data), cfg.batch):
-        mel, f0, v = data[i]
+        mel, *targets = data[i]  # targets: F0, voicing[, rate], one value per mel frame
         n = mel.shape[1]
         if n > crop:
             o = int(rng.integers(0, (n - crop) // 4 + 1)) * 4
-            mel, f0, v = mel[:, o : o + crop], f0[o : o + crop], v[o : o + crop]
+            mel, targets = mel[:, o : o + crop], [t[o : o + crop] for t in targets]
         pad = crop - mel.shape[1]
         mels.append(F.pad(mel, (0, pad), value=math.log(1e-5)))
-        f0s.append(F.pad(f0, (0, pad)))
-        vs.append(F.pad(v, (0, pad)))
-    return torch.stack(mels), torch.stack(f0s), torch.stack(vs)
+        frame_targets.append([F.pad(t, (0, pad)) for t in targets])
+    return (torch.stack(mels), *(torch.stack(t) for t in zip(*frame_targets)))
 
 
 def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConfig, work: Path, metrics: Metrics,
                    acc) -> None:
     codec = tok.semantic.train()
+    rate = codec.cfg.rate_head
     data = []
-    for p in tqdm(wavs, desc="mel + F0", disable=not acc.is_main_process):
+    for p in tqdm(wavs, desc="mel + F0" + (" + rate" if rate else ""), disable=not acc.is_main_process):
         x = pad_to_groups(_load(p))
         mel = log_mel(x)
-        data.append((mel, *map(torch.from_numpy, f0_track(x, mel.shape[1], centre_offset=-512))))
+        targets = list(f0_track(x, mel.shape[1], centre_offset=-512))
+        if rate:
+            targets.append(local_rate(tok.linguistic.quantize(whisper_features(x)), mel.shape[1]))
+        data.append((mel, *map(torch.from_numpy, targets)))
     allmel = torch.cat([d[0] for d in data], 1)
     codec.mel_mean.copy_(allmel.mean(1, keepdim=True))
     codec.mel_std.copy_(allmel.std(1, keepdim=True) + 1e-3)
@@ -126,26 +160,31 @@ def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConf
     bar = tqdm(range(start, cfg.steps), desc="semantic codec", initial=start, total=cfg.steps,
                disable=not acc.is_main_process)
     for step in bar:
-        mel, f0, v = (t[rank::world].to(acc.device) for t in semantic_batch(data, cfg, step))
-        out, idx = model(mel)
+        mel, f0, v, *rate_target = (t[rank::world].to(acc.device) for t in semantic_batch(data, cfg, step))
+        out, idx, latent = model(mel, with_latent=True)
         target = (mel - codec.mel_mean) / codec.mel_std
         mel_loss = F.l1_loss(out[:, :80], target)  # equal shares: DDP's gradient mean is the global mean
         voiced = acc.reduce(v.sum(), "sum").clamp(min=1)  # F0 L1 over the voiced frames of the *global* batch
         f0_loss = ((out[:, 80] - f0).abs() * v).sum() * world / voiced
         v_loss = F.binary_cross_entropy_with_logits(out[:, 81], v)
         loss = mel_loss + cfg.f0_weight * f0_loss + cfg.voicing_weight * v_loss
+        rate_loss = F.l1_loss(out[:, 82], rate_target[0]) if rate else torch.zeros(())
+        ent_loss = usage_entropy_loss(codec.level_probabilities(latent), world) if cfg.entropy_weight else torch.zeros(())
+        loss = loss + cfg.rate_weight * rate_loss + cfg.entropy_weight * ent_loss
         opt.zero_grad()
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            logged = [acc.reduce(x.detach(), "mean").item() for x in (loss, mel_loss, f0_loss, v_loss)]
+            logged = [acc.reduce(x.detach().to(acc.device), "mean").item()
+                      for x in (loss, mel_loss, f0_loss, v_loss, rate_loss, ent_loss)]
             used = int(torch.unique(idx).numel())
             bar.set_postfix(mel=f"{logged[1]:.3f}", f0=f"{logged[2]:.3f}", codes=used)
             if acc.is_main_process:
                 metrics.log(stage="semantic", step=step, loss=logged[0], mel_l1=logged[1], f0_l1=logged[2],
-                            voicing_bce=logged[3], codes_in_batch=used, lr=sched.get_last_lr()[0], time=time.time(),
+                            voicing_bce=logged[3], rate_l1=logged[4], usage_entropy_gap=logged[5],
+                            codes_in_batch=used, lr=sched.get_last_lr()[0], time=time.time(),
                             processes=world)
         if (step + 1) % cfg.ckpt_every == 0 or step == cfg.steps - 1:
             save_checkpoint_on_main(acc, ckpt, model, opt, step + 1, sched)
