@@ -165,7 +165,8 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     model = TokenVocoder(cfg.vocoder)
     if cfg.init:
         start = TokenVocoder.load(cfg.init)
-        if {**asdict(start.cfg), "source": ""} != {**asdict(cfg.vocoder), "source": ""}:
+        flexible = {"source": "", "voiced_noise_phase": ""}  # what a fine-tune may change
+        if {**asdict(start.cfg), **flexible} != {**asdict(cfg.vocoder), **flexible}:
             raise ValueError(f"{cfg.init}: its config differs from this run's vocoder config")
         # a vocoder without a source may seed one with it: its network is shared, the source's heads start fresh
         missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)

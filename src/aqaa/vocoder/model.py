@@ -50,11 +50,15 @@ class VocoderConfig:
     sample_rate: int = 16_000
     source: str = "none"  # none | harmonic: add an F0-driven pulse-train source (see the module docstring)
     max_harmonic_hz: float = 7600.0
+    # predicted | random: phase of the aperiodic part in voiced frames. "random" leaves periodicity to the source
+    # alone (measured: with predicted phase the aperiodic branch kept making the harmonics itself, 1 st sharp)
+    voiced_noise_phase: str = "predicted"
 
 
 PRESETS = {
-    "default": VocoderConfig(source="harmonic"),
-    "tiny": VocoderConfig(l_codes=32, s_codes=64, dim=32, layers=2, kernel=3, source="harmonic"),
+    "default": VocoderConfig(source="harmonic", voiced_noise_phase="random"),
+    "tiny": VocoderConfig(l_codes=32, s_codes=64, dim=32, layers=2, kernel=3, source="harmonic",
+                          voiced_noise_phase="random"),
 }
 
 @dataclass
@@ -65,6 +69,15 @@ class SourceState:
     f0: torch.Tensor  # [B] Hz of the last frame
     voiced: torch.Tensor  # [B] 0/1 of the last frame
     tail: torch.Tensor  # [B, n_fft - hop] excitation samples the next frames' windows still cover
+    frames: int = 0  # frames synthesized so far (the random phase of frame t is a fixed function of t)
+
+
+def hashed_phase(frames: torch.Tensor, bins: int) -> torch.Tensor:
+    """A fixed pseudo-random phase per (frame index, bin), in [-pi, pi): [T] -> [bins, T]. A hash rather than an
+    RNG so that a frame gets the same phase offline and streaming, whatever the chunking."""
+    f = torch.arange(bins, dtype=torch.float64)[:, None]
+    x = torch.sin(frames.double()[None, :] * 12.9898 + f * 78.233) * 43758.5453
+    return ((x - torch.floor(x)) * 2 - 1).float() * torch.pi
 
 
 def pulse_train(f0: torch.Tensor, voiced: torch.Tensor, state: SourceState | None, hop: int, sample_rate: int,
@@ -90,7 +103,8 @@ def pulse_train(f0: torch.Tensor, voiced: torch.Tensor, state: SourceState | Non
     safe = half.abs() > 1e-6
     comb = torch.where(safe, torch.sin((k + 0.5) * phi) / (2 * torch.where(safe, half, torch.ones_like(half))) - 0.5,
                        k)  # Dirichlet kernel: sum_{j=1..k} cos(j phi); its limit k where sin(phi / 2) = 0
-    new = SourceState(torch.remainder(phi[:, -1], 2 * math.pi), f0[:, -1].float(), voiced[:, -1].float(), None)
+    new = SourceState(torch.remainder(phi[:, -1], 2 * math.pi), f0[:, -1].float(), voiced[:, -1].float(), None,
+                      (state.frames if state is not None else 0) + t)
     return (comb * v_s).float(), new
 
 
@@ -175,14 +189,18 @@ class TokenVocoder(nn.Module):
         """
         h, new_conv = self.hidden(lin, sem, conv_state)
         out = self.head(h).transpose(1, 2)
-        log_mag, phase = out[:, : self.n_bins], out[:, self.n_bins:]
-        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase * torch.pi)
+        log_mag, phase = out[:, : self.n_bins], out[:, self.n_bins:] * torch.pi
         if self.cfg.source != "harmonic":
-            return spec, new_conv, None, None
+            return torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase), new_conv, None, None
         log_f0, v_logit = self.pitch(h)
         if f0 is None:
             f0 = (torch.exp(F0_REF + 0.5 * log_f0), (v_logit > 0).float())
         cfg = self.cfg
+        if cfg.voiced_noise_phase == "random":
+            first = source_state.frames if source_state is not None else 0
+            frames = torch.arange(first, first + h.shape[1])
+            phase = torch.where(f0[1][:, None, :] > 0.5, hashed_phase(frames, self.n_bins)[None], phase)
+        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
         pulses, new_src = pulse_train(f0[0].detach(), f0[1].detach(), source_state, cfg.hop, cfg.sample_rate,
                                       cfg.max_harmonic_hz)
         overlap = cfg.n_fft - cfg.hop
