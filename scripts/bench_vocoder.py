@@ -86,7 +86,8 @@ def main() -> None:
         src = sf.read(data / row["audio"], dtype="float32")[0]
         out = voc.synthesize(t["linguistic"], t["semantic"], t["duration_s"])
         ms, mo = measure(src, 16_000), measure(out, 16_000)
-        pros.append({"audio": row["audio"], "axis": row["control"]["axis"],
+        pros.append({"audio": row["audio"], "axis": row["control"]["axis"], "f0_src_hz": ms.f0_hz,
+                     "f0_out_hz": mo.f0_hz,
                      "duration_ratio": mo.speech_s / max(ms.speech_s, 1e-3),
                      "rms_db_diff": mo.rms_db - ms.rms_db,
                      "f0_st_diff": semitones(mo.f0_hz, ms.f0_hz) if ms.f0_hz == ms.f0_hz and mo.f0_hz == mo.f0_hz
@@ -148,8 +149,36 @@ def main() -> None:
     md += [f"| {k} | {v} |" for k, v in speed.items()]
     md += ["", "Examples (reference / piper / vocoder / griffin-lim):", ""]
     md += [f"- {e['ref']} / {e['piper']} / {e['vocoder']} / {e['griffin_lim']}" for e in report["examples"]]
+    md += ["", f"![prosody]({out.with_suffix('.png').name})"]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    plot_prosody(pros, out.with_suffix(".png"))
     print("\n".join(md))
+
+
+def plot_prosody(pros: list[dict], path: Path) -> None:
+    """Median F0 of resynthesis vs source per control clip (the 1-semitone band shaded), and the RMS differences."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    src = np.array([p["f0_src_hz"] for p in pros], float)
+    res = np.array([p["f0_out_hz"] for p in pros], float)
+    lo, hi = np.nanmin(src) * 0.8, np.nanmax(src) * 1.25
+    grid = np.linspace(lo, hi, 50)
+    a.fill_between(grid, grid * 2 ** (-1 / 12), grid * 2 ** (1 / 12), alpha=0.25, label="within 1 semitone")
+    for axis, marker in (("pitch", "o"), ("volume", "s"), ("rate", "^")):
+        m = np.array([p["axis"] == axis for p in pros])
+        a.scatter(src[m], res[m], marker=marker, label=axis)
+    a.set(xlabel="source median F0 (Hz)", ylabel="resynthesis median F0 (Hz)", xlim=(lo, hi), ylim=(lo, hi * 1.3))
+    a.legend()
+    b.hist([p["rms_db_diff"] for p in pros], bins=15)
+    b.axvspan(-2, 2, alpha=0.2)
+    b.set(xlabel="RMS difference, resynthesis - source (dB)", ylabel="clips")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

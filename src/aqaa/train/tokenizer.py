@@ -38,7 +38,11 @@ class TokenizerTrainConfig:
     f0_weight: float = 1.0
     voicing_weight: float = 0.2
     rate_weight: float = 0.5  # local phone-rate target (codecs with a rate head): so the codes carry speaking rate
-    entropy_weight: float = 0.1  # codebook-usage entropy bonus: spreads the batch over the 4,096 codes (dead codes)
+    # codebook-usage entropy loss (LFQ-style). Off: in every setting tried it used fewer codes, not more, and
+    # reconstructed worse (scripts/exp_fsq_usage.py, reports/fsq_usage.json)
+    entropy_weight: float = 0.0
+    entropy_temperature: float = 0.25  # softness of the level assignment the entropy is computed on
+    entropy_token_term: bool = True  # also make each token sure of its code (LFQ's per-sample term)
     ckpt_every: int = 250
     log_every: int = 25
     seed: int = 0
@@ -96,10 +100,13 @@ def local_rate(linguistic: np.ndarray, n_frames: int) -> np.ndarray:
     return ((np.pad(per_frame, (0, n_frames - len(per_frame)), mode="edge") - 0.7) / 0.2).astype(np.float32)
 
 
-def usage_entropy_loss(probs: list[torch.Tensor], world: int = 1) -> torch.Tensor:
-    """ln K - H(batch-mean code distribution), the code distribution of a token being the product of its soft
-    per-dimension level assignments (as LFQ's entropy loss, for FSQ). 0 when the batch uses all K codes evenly.
+def usage_entropy_loss(probs: list[torch.Tensor], world: int = 1, token_term: bool = True) -> torch.Tensor:
+    """LFQ's entropy loss, for FSQ: mean per-token code entropy minus the entropy of the batch-mean code
+    distribution, plus ln K so that 0 is best (every token sure of its code, the batch using all K codes evenly). A
+    token's code distribution is the product of its soft per-dimension level assignments. Without the per-token
+    term the codec raises the batch entropy by making every token ambiguous (measured: fewer codes used, not more).
     Over N processes the mean is the global batch's (a differentiable all-reduce), so DDP trains like 1 process."""
+    token_entropy = sum(-(p * torch.log(p + 1e-9)).sum(-1).mean() for p in probs) if token_term else torch.zeros(())
     joint = probs[0].flatten(0, -2)
     for p in probs[1:]:
         joint = (joint[:, :, None] * p.flatten(0, -2)[:, None, :]).flatten(1)
@@ -108,7 +115,8 @@ def usage_entropy_loss(probs: list[torch.Tensor], world: int = 1) -> torch.Tenso
         from torch.distributed.nn.functional import all_reduce
 
         mean = all_reduce(mean) / world
-    return math.log(mean.numel()) + (mean * torch.log(mean + 1e-9)).sum()
+        token_entropy = all_reduce(token_entropy) / world if token_term else token_entropy
+    return math.log(mean.numel()) + (mean * torch.log(mean + 1e-9)).sum() + token_entropy
 
 
 def semantic_batch(data: list, cfg: TokenizerTrainConfig, step: int) -> tuple[torch.Tensor, ...]:
@@ -129,18 +137,24 @@ def semantic_batch(data: list, cfg: TokenizerTrainConfig, step: int) -> tuple[to
     return (torch.stack(mels), *(torch.stack(t) for t in zip(*frame_targets)))
 
 
-def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConfig, work: Path, metrics: Metrics,
-                   acc) -> None:
-    codec = tok.semantic.train()
-    rate = codec.cfg.rate_head
+def semantic_data(tok: DualTokenizer, wavs: list[Path], progress: bool = True) -> list[tuple[torch.Tensor, ...]]:
+    """(log-mel, F0, voicing[, local rate]) per file: the semantic codec's inputs and targets."""
+    rate = tok.semantic.cfg.rate_head
     data = []
-    for p in tqdm(wavs, desc="mel + F0" + (" + rate" if rate else ""), disable=not acc.is_main_process):
+    for p in tqdm(wavs, desc="mel + F0" + (" + rate" if rate else ""), disable=not progress):
         x = pad_to_groups(_load(p))
         mel = log_mel(x)
         targets = list(f0_track(x, mel.shape[1], centre_offset=-512))
         if rate:
             targets.append(local_rate(tok.linguistic.quantize(whisper_features(x)), mel.shape[1]))
         data.append((mel, *map(torch.from_numpy, targets)))
+    return data
+
+
+def train_semantic(tok: DualTokenizer, data: list, cfg: TokenizerTrainConfig, work: Path, metrics: Metrics,
+                   acc) -> None:
+    codec = tok.semantic.train()
+    rate = codec.cfg.rate_head
     allmel = torch.cat([d[0] for d in data], 1)
     codec.mel_mean.copy_(allmel.mean(1, keepdim=True))
     codec.mel_std.copy_(allmel.std(1, keepdim=True) + 1e-3)
@@ -169,7 +183,8 @@ def train_semantic(tok: DualTokenizer, wavs: list[Path], cfg: TokenizerTrainConf
         v_loss = F.binary_cross_entropy_with_logits(out[:, 81], v)
         loss = mel_loss + cfg.f0_weight * f0_loss + cfg.voicing_weight * v_loss
         rate_loss = F.l1_loss(out[:, 82], rate_target[0]) if rate else torch.zeros(())
-        ent_loss = usage_entropy_loss(codec.level_probabilities(latent), world) if cfg.entropy_weight else torch.zeros(())
+        ent_loss = usage_entropy_loss(codec.level_probabilities(latent, cfg.entropy_temperature), world,
+                                                  cfg.entropy_token_term) if cfg.entropy_weight else torch.zeros(())
         loss = loss + cfg.rate_weight * rate_loss + cfg.entropy_weight * ent_loss
         opt.zero_grad()
         acc.backward(loss)
@@ -226,7 +241,7 @@ def train_tokenizer(data_dir: str | Path, out_dir: str | Path, preset: str = "de
     acc.wait_for_everyone()
     tok.linguistic.load_state_dict(load_file(lin_file))
     try:
-        train_semantic(tok, wavs, cfg, work, metrics, acc)
+        train_semantic(tok, semantic_data(tok, wavs, acc.is_main_process), cfg, work, metrics, acc)
     except StopTraining:
         return work / "semantic_ckpt"
     if acc.is_main_process:
