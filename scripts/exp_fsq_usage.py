@@ -27,6 +27,8 @@ SETTINGS = {
     "no_entropy": ["entropy_weight=0"],
     "mean_only_t0.05": ["entropy_weight=0.1", "entropy_temperature=0.05", "entropy_token_term=false"],
     "mean_only_t0.25_w0.02": ["entropy_weight=0.02", "entropy_temperature=0.25", "entropy_token_term=false"],
+    "symmetric": ["semantic.preserve_symmetry=true"],
+    "symmetric_noise0.5": ["semantic.preserve_symmetry=true", "semantic.noise_dropout=0.5"],
 }
 
 
@@ -55,9 +57,14 @@ def main() -> None:
     for name, over in SETTINGS.items():
         if args.only and name not in args.only:
             continue
+        import copy
+
         torch.manual_seed(0)
-        tok.semantic = type(tok.semantic)(tok.cfg.semantic)
-        cfg = apply_overrides(TokenizerTrainConfig(steps=args.steps, ckpt_every=10**9, log_every=50), over)
+        sem_cfg = apply_overrides(copy.deepcopy(PRESETS["default"].semantic),
+                                  [o.removeprefix("semantic.") for o in over if o.startswith("semantic.")])
+        tok.semantic = type(tok.semantic)(sem_cfg)
+        cfg = apply_overrides(TokenizerTrainConfig(steps=args.steps, ckpt_every=10**9, log_every=50),
+                              [o for o in over if not o.startswith("semantic.")])
         with tempfile.TemporaryDirectory() as work:
             train_semantic(tok, train, cfg, Path(work), Metrics(Path(work) / "m.jsonl"), acc)
         codec = tok.semantic.eval()
@@ -75,7 +82,9 @@ def main() -> None:
                          "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1),
                          "mel_l1": round(float(np.mean(l1)), 4)}
         print(name, results[name], flush=True)
-    Path(args.out).write_text(json.dumps({"files": args.files, "steps": args.steps, "results": results}, indent=1))
+    out = Path(args.out)
+    old = json.loads(out.read_text())["results"] if out.exists() else {}
+    out.write_text(json.dumps({"files": args.files, "steps": args.steps, "results": {**old, **results}}, indent=1))
 
 
 if __name__ == "__main__":

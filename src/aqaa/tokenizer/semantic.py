@@ -30,6 +30,7 @@ class SemanticConfig:
     layers: int = 4  # residual causal conv blocks on each side
     kernel: int = 5
     preserve_symmetry: bool = False  # FSQ option; required for levels of 2
+    noise_dropout: float = 0.0  # FSQ option (needs preserve_symmetry): random rounding offsets while training
     rate_head: bool = False  # the decoder also predicts the local phone rate (see aqaa.train.tokenizer.local_rate)
 
     @property
@@ -65,7 +66,8 @@ class SemanticCodec(nn.Module):
         self.enc = nn.Sequential(*[ResBlock(c, cfg.kernel, 2**i) for i in range(cfg.layers)])
         self.down = nn.Conv1d(c, c, DOWNSAMPLE, stride=DOWNSAMPLE)  # frames 4t..4t+3 -> token t: no look-ahead
         self.to_code = nn.Conv1d(c, len(cfg.levels), 1)
-        self.fsq = FSQ(levels=list(cfg.levels), preserve_symmetry=cfg.preserve_symmetry)
+        self.fsq = FSQ(levels=list(cfg.levels), preserve_symmetry=cfg.preserve_symmetry,
+                       noise_dropout=cfg.noise_dropout)
         self.from_code = nn.Conv1d(len(cfg.levels), c, 1)
         self.up = nn.ConvTranspose1d(c, c, DOWNSAMPLE, stride=DOWNSAMPLE)
         self.dec = nn.Sequential(*[ResBlock(c, cfg.kernel, 2**i) for i in range(cfg.layers)])

@@ -165,7 +165,7 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     model = TokenVocoder(cfg.vocoder)
     if cfg.init:
         start = TokenVocoder.load(cfg.init)
-        flexible = {"source": "", "voiced_noise_phase": ""}  # what a fine-tune may change
+        flexible = {"source": "", "voiced_noise_phase": "", "envelope_smoothing": 0}  # what a fine-tune may change
         if {**asdict(start.cfg), **flexible} != {**asdict(cfg.vocoder), **flexible}:
             raise ValueError(f"{cfg.init}: its config differs from this run's vocoder config")
         # a vocoder without a source may seed one with it: its network is shared, the source's heads start fresh

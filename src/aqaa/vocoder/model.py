@@ -53,12 +53,16 @@ class VocoderConfig:
     # predicted | random: phase of the aperiodic part in voiced frames. "random" leaves periodicity to the source
     # alone (measured: with predicted phase the aperiodic branch kept making the harmonics itself, 1 st sharp)
     voiced_noise_phase: str = "predicted"
+    # > 0: the harmonic envelope, and the aperiodic magnitude of voiced frames, are smoothed along frequency by a Hann
+    # kernel of that many bins (25 Hz each), so no branch but the pulse source can place harmonics (measured: a
+    # rippled envelope or aperiodic part pulled the output pitch up to 1 st sharp, even with the source right)
+    envelope_smoothing: int = 0
 
 
 PRESETS = {
-    "default": VocoderConfig(source="harmonic", voiced_noise_phase="random"),
+    "default": VocoderConfig(source="harmonic", voiced_noise_phase="random", envelope_smoothing=9),
     "tiny": VocoderConfig(l_codes=32, s_codes=64, dim=32, layers=2, kernel=3, source="harmonic",
-                          voiced_noise_phase="random"),
+                          voiced_noise_phase="random", envelope_smoothing=9),
 }
 
 @dataclass
@@ -196,10 +200,15 @@ class TokenVocoder(nn.Module):
         if f0 is None:
             f0 = (torch.exp(F0_REF + 0.5 * log_f0), (v_logit > 0).float())
         cfg = self.cfg
+        voiced = f0[1][:, None, :] > 0.5
         if cfg.voiced_noise_phase == "random":
             first = source_state.frames if source_state is not None else 0
             frames = torch.arange(first, first + h.shape[1])
-            phase = torch.where(f0[1][:, None, :] > 0.5, hashed_phase(frames, self.n_bins)[None], phase)
+            phase = torch.where(voiced, hashed_phase(frames, self.n_bins)[None], phase)
+        log_env = self.harmonic_head(h).transpose(1, 2)
+        if cfg.envelope_smoothing:
+            log_mag = torch.where(voiced, self.smooth_bins(log_mag), log_mag)
+            log_env = self.smooth_bins(log_env)
         spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
         pulses, new_src = pulse_train(f0[0].detach(), f0[1].detach(), source_state, cfg.hop, cfg.sample_rate,
                                       cfg.max_harmonic_hz)
@@ -209,8 +218,17 @@ class TokenVocoder(nn.Module):
         new_src.tail = exc[:, -overlap:]
         frames = exc.unfold(1, cfg.n_fft, cfg.hop) * self.window  # [B, T, n_fft], frame t ends at (t + 1) hop
         exc_spec = torch.fft.rfft(frames, dim=2).transpose(1, 2)
-        envelope = torch.exp(self.harmonic_head(h).transpose(1, 2).clamp(max=6.0))
+        envelope = torch.exp(log_env.clamp(max=6.0))
         return spec + envelope * exc_spec, new_conv, new_src, (log_f0, v_logit)
+
+    def smooth_bins(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, bins, T] smoothed along the bins by a normalized Hann kernel (edges replicated)."""
+        k = self.cfg.envelope_smoothing
+        kernel = torch.hann_window(k + 2, periodic=False)[1:-1]
+        kernel = (kernel / kernel.sum()).to(x.dtype)[None, None]
+        b, n, t = x.shape
+        rows = F.pad(x.transpose(1, 2).reshape(b * t, 1, n), ((k - 1) // 2, k // 2), mode="replicate")
+        return F.conv1d(rows, kernel).reshape(b, t, n).transpose(1, 2)
 
     def frames_to_wave(self, spec: torch.Tensor) -> torch.Tensor:
         """Windowed inverse FFT of each frame, overlap-added: [B, bins, T] -> [B, (T - 1) hop + n_fft] (un-normalized)."""
