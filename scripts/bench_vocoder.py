@@ -131,7 +131,7 @@ def main() -> None:
 
     report = {"vocoder": args.vocoder, "config": json.loads((Path(args.vocoder) / "vocoder.json").read_text()),
               "params_m": round(sum(p.numel() for p in voc.parameters()) / 1e6, 2), "wer_items": len(plain),
-              "wer": wers, "prosody": prosody, "speed_2_cores": speed,
+              "wer": wers, "prosody": prosody, "speed_2_cores": speed, "prosody_clips": pros,
               "examples": [{"ref": r, **{k: v[i] for k, v in hyp.items()}} for i, r in enumerate(refs[:8])]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
