@@ -41,7 +41,7 @@ class TokenizerConfig:
 
 
 PRESETS = {
-    "default": TokenizerConfig(semantic=SemanticConfig(rate_head=True)),
+    "default": TokenizerConfig(),
     "tiny": TokenizerConfig(LinguisticConfig(codes=32), SemanticConfig(levels=[4, 4, 4], channels=32, layers=2,
                                                            rate_head=True)),
 }
