@@ -107,3 +107,21 @@ def test_detokenize_cli(trained, tiny_corpus, tmp_path):
 def test_presets_are_configs_not_code():
     assert PRESETS["tiny"].dim < PRESETS["default"].dim
     assert TokenVocoder(PRESETS["tiny"]).cfg.n_fft == 4 * TokenVocoder(PRESETS["tiny"]).cfg.hop
+
+
+def test_pulse_train_has_the_asked_pitch_and_chunks_exactly():
+    """The harmonic source: Praat hears the F0 it was given, and chunked calls (state carried) give the one-shot
+    samples, phase included."""
+    from aqaa.audio.measure import median_f0
+    from aqaa.vocoder.model import pulse_train
+
+    f0 = torch.linspace(90.0, 140.0, 120)[None]
+    voiced = torch.ones(1, 120)
+    whole, _ = pulse_train(f0, voiced, None, 160, 16_000, 7600.0)
+    parts, state = [], None
+    for a, b in ((0, 7), (7, 8), (8, 60), (60, 120)):
+        x, state = pulse_train(f0[:, a:b], voiced[:, a:b], state, 160, 16_000, 7600.0)
+        parts.append(x)
+    assert torch.allclose(torch.cat(parts, 1), whole, atol=1e-3)
+    steady, _ = pulse_train(torch.full((1, 100), 110.0), torch.ones(1, 100), None, 160, 16_000, 7600.0)
+    assert abs(median_f0(steady[0].numpy() / 70, 16_000) - 110.0) < 0.5

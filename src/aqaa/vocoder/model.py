@@ -65,6 +65,7 @@ PRESETS = {
                           voiced_noise_phase="random", envelope_smoothing=9),
 }
 
+
 @dataclass
 class SourceState:
     """The harmonic source between chunks: running phase, the last frame's F0/voicing, the excitation tail."""
