@@ -30,7 +30,7 @@ class RecipeConfig:
     stage3: list = field(default_factory=lambda: ["steps=800"])
     sft: list = field(default_factory=lambda: ["steps=250", "batch=16"])
     dpo: list = field(default_factory=lambda: ["steps=100", "batch=4", "grad_accum=2", "lr=5e-5"])
-    vocoder: list = field(default_factory=lambda: ["steps=8000", "energy_weight=1.0"])
+    vocoder: list = field(default_factory=lambda: ["steps=6000", "energy_weight=1.0"])
     merge_limit: int = 40
     eval_limit: int = 0  # 0: the whole test split
 
