@@ -62,6 +62,7 @@ def _cmd_data_tokens(args: argparse.Namespace) -> None:
 
 def _cmd_data_pack(args: argparse.Namespace) -> None:
     from aqaa.data.packed import TokenIndex, pack
+    from aqaa.data.tokens import check_token_inputs
     from aqaa.lm.model import PRESETS
     from aqaa.lm.vocab import Vocab
     from aqaa.train.lm import fresh_model, iter_parts
@@ -69,8 +70,7 @@ def _cmd_data_pack(args: argparse.Namespace) -> None:
     if args.preset not in PRESETS:
         raise AqaaInputError(f"unknown preset {args.preset!r}; one of {sorted(PRESETS)}")
     data = Path(args.data)
-    if not (data / "train.jsonl").is_file() or not Path(args.tokens).is_file():
-        raise AqaaInputError(f"need a SpokenQA folder ({data}) and its token cache ({args.tokens})")
+    check_token_inputs(args.tokens, data)
     vocab = Vocab.load(args.lm) if args.lm else fresh_model(PRESETS[args.preset], data, args.seed).vocab
     rhythm = PRESETS[args.preset].rhythm
     out = pack(iter_parts(data, TokenIndex(args.tokens), vocab, rhythm), vocab, args.out, args.shard_sequences)

@@ -29,14 +29,19 @@ def corpus_wavs(data_dir: Path) -> list[str]:
     return sorted(rel)
 
 
-def load_tokens(path: str | Path, data_dir: str | Path | None = None) -> dict[str, dict]:
-    """The token cache a training step reads; a missing cache or data folder is the user's error, said plainly."""
+def check_token_inputs(path: str | Path, data_dir: str | Path | None = None) -> None:
+    """A missing token cache or data folder is the user's error, said plainly."""
     from aqaa.errors import AqaaInputError
 
     if data_dir is not None and not (Path(data_dir) / "train.jsonl").is_file():
         raise AqaaInputError(f"{data_dir}: not a SpokenQA folder (no train.jsonl); make one with `aqaa data synth`")
     if not Path(path).is_file():
         raise AqaaInputError(f"{path}: no token cache; make one with `aqaa data tokens`")
+
+
+def load_tokens(path: str | Path, data_dir: str | Path | None = None) -> dict[str, dict]:
+    """The token cache a training step reads (checked first by `check_token_inputs`)."""
+    check_token_inputs(path, data_dir)
     return read_tokens(Path(path))
 
 

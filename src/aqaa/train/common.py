@@ -136,3 +136,10 @@ def shard_model(model: torch.nn.Module, mixed_precision: str = "no") -> torch.nn
     fully_shard(model, mp_policy=policy)
     return model
 
+
+
+def voiced_l1(pred: torch.Tensor, target: torch.Tensor, voiced: torch.Tensor, acc) -> torch.Tensor:
+    """L1 over the voiced frames of the *global* batch (this rank's sum over all ranks' voiced count, times the world
+    size): DDP's gradient mean then equals one process's, which a per-rank mean would not."""
+    count = acc.reduce(voiced.sum().detach(), "sum").clamp(min=1.0)
+    return ((pred - target).abs() * voiced).sum() * acc.num_processes / count

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -142,11 +142,6 @@ def batch_plan(sizes: dict[str, int], mix: dict[str, float], batch: int, seed: i
         name = rng.choices(names, weights)[0]
         plan.append((name, rng.randrange(sizes[name])))  # what rng.choice(list) draws, without needing the list
     return plan
-
-
-def draw_batch(parts: dict, mix: dict[str, float], batch: int, seed: int, step: int) -> list[Sequence]:
-    """The global batch of `step` (see `batch_plan`)."""
-    return [parts[name][i] for name, i in batch_plan({k: len(v) for k, v in parts.items()}, mix, batch, seed, step)]
 
 
 def collate(seqs: list[Sequence], pad_id: int, max_len: int) -> dict[str, torch.Tensor]:

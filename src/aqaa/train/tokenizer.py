@@ -26,7 +26,9 @@ from aqaa.tokenizer.features import log_mel
 from aqaa.tokenizer.interleave import pad_to_groups
 from aqaa.tokenizer.linguistic import whisper_features
 from aqaa.tokenizer.model import PRESETS, DualTokenizer, TokenizerConfig
-from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, save_tensors
+from aqaa.train.common import (Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, save_tensors,
+                               voiced_l1)
+
 
 @dataclass
 class TokenizerTrainConfig:
@@ -92,8 +94,8 @@ RATE_WINDOW = 9  # linguistic tokens (540 ms) over which the local phone rate is
 def local_rate(linguistic: np.ndarray, n_frames: int) -> np.ndarray:
     """How often the linguistic code changes, over the last 540 ms, per 10 ms mel frame, normalized to ~N(0, 1).
 
-    The linguistic stream shows speaking rate by how fast its phone-like codes change; giving the semantic decoder
-    this as a target makes the semantic codes carry rate too (the stream meant for prosody)."""
+    The linguistic stream shows speaking rate by how fast its phone-like codes change; this is the rate head's
+    target, meant to make the semantic codes carry rate too (measured: it did not, see SemanticConfig.rate_head)."""
     changes = np.concatenate([[0.0], (linguistic[1:] != linguistic[:-1]).astype(float)])
     trailing = np.convolve(changes, np.ones(RATE_WINDOW) / RATE_WINDOW)[: len(changes)]
     per_frame = np.repeat(trailing, 6)[:n_frames]  # one linguistic token = 6 mel frames
@@ -178,8 +180,7 @@ def train_semantic(tok: DualTokenizer, data: list, cfg: TokenizerTrainConfig, wo
         out, idx, latent = model(mel, with_latent=True)
         target = (mel - codec.mel_mean) / codec.mel_std
         mel_loss = F.l1_loss(out[:, :80], target)  # equal shares: DDP's gradient mean is the global mean
-        voiced = acc.reduce(v.sum(), "sum").clamp(min=1)  # F0 L1 over the voiced frames of the *global* batch
-        f0_loss = ((out[:, 80] - f0).abs() * v).sum() * world / voiced
+        f0_loss = voiced_l1(out[:, 80], f0, v, acc)
         v_loss = F.binary_cross_entropy_with_logits(out[:, 81], v)
         loss = mel_loss + cfg.f0_weight * f0_loss + cfg.voicing_weight * v_loss
         rate_loss = F.l1_loss(out[:, 82], rate_target[0]) if rate else torch.zeros(())

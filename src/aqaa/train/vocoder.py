@@ -2,7 +2,8 @@
 
 Losses: multi-resolution STFT (spectral convergence + log magnitude) and L1 on the HiFi-GAN-style log-mel, plus, with
 a harmonic source, L1 on the F0 head's log F0 (voiced frames) and BCE on its voicing against Praat; the source itself
-is driven by Praat's F0 while training (teacher forcing, as NSF vocoders do). No discriminator (a GAN needs far more steps than a 2-core CPU affords; this trades some buzz for trainability).
+is driven by Praat's F0 while training (teacher forcing, as NSF vocoders do). No discriminator (a GAN needs far more
+steps than a 2-core CPU affords; this trades some buzz for trainability).
 Crops are whole 120 ms groups; batches come from an RNG seeded by (seed, step), so a resumed run is exact.
 """
 
@@ -20,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from aqaa.audio.measure import F0_REF
 from aqaa.data.tokens import load_tokens
 from aqaa.tokenizer.features import N_FFT as MEL_FFT
 from aqaa.tokenizer.features import log_mel_frames
 from aqaa.tokenizer.interleave import GROUP_SAMPLES
-from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main
-from aqaa.audio.measure import F0_REF
+from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, voiced_l1
 from aqaa.vocoder.model import FRAMES_PER_GROUP, PRESETS, TokenVocoder, VocoderConfig
 
 STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256))
@@ -90,11 +91,11 @@ def mel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(log_mel_frames(pad(y)), log_mel_frames(pad(x)))
 
 
-def pitch_loss(pitch: tuple[torch.Tensor, torch.Tensor], log_f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+def pitch_loss(pitch: tuple[torch.Tensor, torch.Tensor], log_f0: torch.Tensor, voiced: torch.Tensor, acc
+               ) -> torch.Tensor:
     """L1 on normalized log F0 where Praat hears voicing, plus BCE on voicing."""
     pred_f0, v_logit = pitch
-    l1 = ((pred_f0 - log_f0).abs() * voiced).sum() / voiced.sum().clamp(min=1.0)
-    return l1 + F.binary_cross_entropy_with_logits(v_logit, voiced)
+    return voiced_l1(pred_f0, log_f0, voiced, acc) + F.binary_cross_entropy_with_logits(v_logit, voiced)
 
 
 class ClipBank:
@@ -196,7 +197,7 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
             y = model(lin, sem)
         l_stft, l_mel = stft_loss(y, wav), mel_loss(y, wav)
         loss = l_stft + cfg.mel_weight * l_mel
-        l_pitch = pitch_loss(pitch, log_f0, voiced) if harmonic else torch.zeros(())
+        l_pitch = pitch_loss(pitch, log_f0, voiced, acc) if harmonic else torch.zeros(())
         loss = loss + cfg.pitch_weight * l_pitch
         if cfg.energy_weight:
             loss = loss + cfg.energy_weight * energy_loss(y, wav)
