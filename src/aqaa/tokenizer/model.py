@@ -36,13 +36,14 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenizerConfig":
-        return cls(LinguisticConfig(**d["linguistic"]), SemanticConfig(**d["semantic"]),
+        semantic = {"quantizer": "fsq", **d["semantic"]}  # saved before VQ existed: FSQ
+        return cls(LinguisticConfig(**d["linguistic"]), SemanticConfig(**semantic),
                    d.get("stream_context_groups", 16), d.get("stream_lookahead_groups", 1))
 
 
 PRESETS = {
     "default": TokenizerConfig(),
-    "tiny": TokenizerConfig(LinguisticConfig(codes=32), SemanticConfig(levels=[4, 4, 4], channels=32, layers=2,
+    "tiny": TokenizerConfig(LinguisticConfig(codes=32), SemanticConfig(codebook_size=64, channels=32, layers=2,
                                                            rate_head=True)),
 }
 

@@ -41,7 +41,7 @@ class TokenizerTrainConfig:
     voicing_weight: float = 0.2
     rate_weight: float = 0.5  # local phone-rate target (codecs with a rate head): so the codes carry speaking rate
     # codebook-usage entropy loss (LFQ-style). Off: in every setting tried it used fewer codes, not more, and
-    # reconstructed worse (scripts/exp_fsq_usage.py, reports/fsq_usage.json)
+    # reconstructed worse (scripts/exp_semantic_usage.py, reports/semantic_usage.json)
     entropy_weight: float = 0.0
     entropy_temperature: float = 0.25  # softness of the level assignment the entropy is computed on
     entropy_token_term: bool = True  # also make each token sure of its code (LFQ's per-sample term)
@@ -176,13 +176,14 @@ def train_semantic(tok: DualTokenizer, data: list, cfg: TokenizerTrainConfig, wo
     bar = tqdm(range(start, cfg.steps), desc="semantic codec", initial=start, total=cfg.steps,
                disable=not acc.is_main_process)
     for step in bar:
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # VQ's k-means init and code restarts: resumes exactly
         mel, f0, v, *rate_target = (t[rank::world].to(acc.device) for t in semantic_batch(data, cfg, step))
-        out, idx, latent = model(mel, with_latent=True)
+        out, idx, latent, vq_loss = model(mel, with_latent=True)
         target = (mel - codec.mel_mean) / codec.mel_std
         mel_loss = F.l1_loss(out[:, :80], target)  # equal shares: DDP's gradient mean is the global mean
         f0_loss = voiced_l1(out[:, 80], f0, v, acc)
         v_loss = F.binary_cross_entropy_with_logits(out[:, 81], v)
-        loss = mel_loss + cfg.f0_weight * f0_loss + cfg.voicing_weight * v_loss
+        loss = mel_loss + cfg.f0_weight * f0_loss + cfg.voicing_weight * v_loss + vq_loss  # commitment (VQ only)
         rate_loss = F.l1_loss(out[:, 82], rate_target[0]) if rate else torch.zeros(())
         ent_loss = usage_entropy_loss(codec.level_probabilities(latent, cfg.entropy_temperature), world,
                                                   cfg.entropy_token_term) if cfg.entropy_weight else torch.zeros(())

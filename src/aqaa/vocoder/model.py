@@ -57,6 +57,9 @@ class VocoderConfig:
     # kernel of that many bins (25 Hz each), so no branch but the pulse source can place harmonics (measured: a
     # rippled envelope or aperiodic part pulled the output pitch up to 1 st sharp, even with the source right)
     envelope_smoothing: int = 0
+    # > 0: a GRU of that size reads the semantic tokens (25 Hz) and adds its state to every frame, so level and
+    # pitch register can be judged over the whole utterance so far, not only the convolutions' 360 ms window
+    context: int = 0
 
 
 PRESETS = {
@@ -140,6 +143,9 @@ class TokenVocoder(nn.Module):
         self.emb_s = nn.Embedding(cfg.s_codes, cfg.dim)
         self.emb_pos = nn.Embedding(FRAMES_PER_GROUP, cfg.dim)
         self.blocks = nn.ModuleList(CausalConvNeXt(cfg.dim, cfg.kernel) for _ in range(cfg.layers))
+        if cfg.context:
+            self.context_rnn = nn.GRU(cfg.dim, cfg.context, batch_first=True)
+            self.context_out = nn.Linear(cfg.context, cfg.dim)
         self.norm = nn.LayerNorm(cfg.dim)
         self.n_bins = cfg.n_fft // 2 + 1
         self.head = nn.Linear(cfg.dim, 2 * self.n_bins)
@@ -171,12 +177,20 @@ class TokenVocoder(nn.Module):
 
     def hidden(self, lin: torch.Tensor, sem: torch.Tensor, conv_state: list | None = None
                ) -> tuple[torch.Tensor, list]:
-        """Frame features [B, T, dim] and the convolutions' new left context."""
+        """Frame features [B, T, dim] and the new state: each block's left frames, then (with `context`) the GRU's
+        hidden state."""
         x = self.frame_inputs(lin, sem)
         new_state = []
+        if self.cfg.context:
+            h0 = None if conv_state is None else conv_state[-1]
+            ctx, h = self.context_rnn(self.emb_s(sem), h0)  # token t's output has read tokens <= t: causal
+            frames = torch.arange(x.shape[2], device=x.device) // 4
+            x = x + self.context_out(ctx[:, frames]).transpose(1, 2)
         for i, block in enumerate(self.blocks):
             x, left = block(x, None if conv_state is None else conv_state[i])
             new_state.append(left)
+        if self.cfg.context:
+            new_state.append(h)
         return self.norm(x.transpose(1, 2)), new_state
 
     def pitch(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,7 +305,7 @@ class TokenVocoder(nn.Module):
 class VocoderState:
     """What streaming remembers: each block's left frames, the overlap-add tail, frames emitted so far."""
 
-    conv: list | None = None
+    conv: list | None = None  # each block's left frames, then the context GRU's hidden state (configs with context)
     source: SourceState | None = None  # the harmonic source's phase, last F0 and excitation tail
     tail: torch.Tensor | None = None  # un-normalized OLA samples not yet final (n_fft - hop)
     frames: int = 0

@@ -1,11 +1,11 @@
-"""Semantic-codec settings vs codebook usage, short runs on the same data -> reports/fsq_usage.json.
+"""Semantic-codec settings vs codebook usage, short runs on the same data -> reports/semantic_usage.json.
 
-    .venv/bin/python scripts/exp_fsq_usage.py --data data/spokenqa --linguistic runs/tok46.work/linguistic.safetensors \
-        [--files 1200] [--steps 400] [--set NAME key=value ...]
+    .venv/bin/python scripts/exp_semantic_usage.py --data data/spokenqa [--files 1200] [--steps 400] [--only NAME ...]
+        [--linguistic runs/tok.work/linguistic.safetensors  (only for settings with the rate head)]
 
 Each setting trains a fresh codec for `steps` on the same training files and is then measured on held-out speech
 (valid split): distinct codes used, usage perplexity, dead codes, and the reconstruction L1 of the log-mel.
-Why: the codebook-usage entropy loss has knobs whose effect on dead codes must be measured, not guessed.
+Why: quantizer choices and usage losses have knobs whose effect on dead codes must be measured, not guessed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ SETTINGS = {
     "mean_only_t0.25_w0.02": ["entropy_weight=0.02", "entropy_temperature=0.25", "entropy_token_term=false"],
     "symmetric": ["semantic.preserve_symmetry=true"],
     "symmetric_noise0.5": ["semantic.preserve_symmetry=true", "semantic.noise_dropout=0.5"],
+    "vq_cosine_d8": ["semantic.quantizer=vq"],
+    "vq_euclid_d8": ["semantic.quantizer=vq", "semantic.cosine=false"],
+    "vq_cosine_d8_batch32": ["semantic.quantizer=vq", "batch=32"],
+    "vq_cosine_d16": ["semantic.quantizer=vq", "semantic.codebook_dim=16"],
 }
 
 
@@ -39,18 +43,19 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data/spokenqa")
-    ap.add_argument("--linguistic", required=True, help="a fitted linguistic.safetensors (for the rate target)")
+    ap.add_argument("--linguistic", default=None, help="a fitted linguistic.safetensors (for the rate target)")
     ap.add_argument("--files", type=int, default=1200)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--only", nargs="*", default=None)
-    ap.add_argument("--out", default="reports/fsq_usage.json")
+    ap.add_argument("--out", default="reports/semantic_usage.json")
     args = ap.parse_args()
     data_dir = Path(args.data)
     rng = np.random.default_rng(0)
     train_wavs = list(rng.permutation(training_wavs(data_dir))[: args.files])
     held_wavs = training_wavs(data_dir, ("valid",))
     tok = DualTokenizer(TokenizerConfig.from_dict(asdict(PRESETS["default"])))
-    tok.linguistic.load_state_dict(load_file(args.linguistic))
+    if args.linguistic:
+        tok.linguistic.load_state_dict(load_file(args.linguistic))
     train, held = semantic_data(tok, train_wavs), semantic_data(tok, held_wavs)
     acc = Accelerator(cpu=True)
     results = {}
