@@ -6,7 +6,9 @@
 - streaming vs offline token agreement;
 - codebook health per stream: usage perplexity and dead codes, on the training audio and on held-out audio;
 - probes on held-out speech: content (a CTC character probe: CER) and prosody (logistic regression on a bag of
-  codes: fast/slow, loud/soft, high/low accuracy) for each stream.
+  codes: fast/slow, loud/soft, high/low accuracy) for each stream; the prosody probe is run twice, on the bag alone
+  and on the bag plus two statistics of how fast the stream moves (how far each token's code vector is from the
+  previous one, and how often the code changes), because a bag of codes cannot see tempo by construction.
 """
 
 from __future__ import annotations
@@ -112,23 +114,42 @@ def ctc_probe(train: list[tuple[np.ndarray, str]], test: list[tuple[np.ndarray, 
     return float(jiwer.cer(refs, hyps))
 
 
-def prosody_probe(train, test, k: int) -> dict:
-    """Logistic regression on normalized code histograms; accuracy per axis on held-out renderings."""
+def dynamics(codes: np.ndarray, vectors: np.ndarray, scale: float) -> np.ndarray:
+    """How fast a token stream moves: mean distance between consecutive code vectors (in units of the codebook's
+    mean pairwise distance) and the fraction of tokens whose code differs from the previous one."""
+    if len(codes) < 2:
+        return np.zeros(2)
+    step = np.linalg.norm(np.diff(vectors[codes], axis=0), axis=1)
+    return np.array([step.mean() / scale, float((np.diff(codes) != 0).mean())])
+
+
+def prosody_probe(train, test, vectors: np.ndarray) -> dict:
+    """Logistic regression on normalized code histograms (`accuracy`) and on histograms plus the standardized
+    `dynamics` (`accuracy_dynamics`); accuracy per axis on held-out renderings."""
     from sklearn.linear_model import LogisticRegression
 
+    k = len(vectors)
+    sample = vectors[np.random.default_rng(0).integers(0, k, (2, 2000))]
+    scale = float(np.linalg.norm(sample[0] - sample[1], axis=1).mean()) or 1.0
     res = {}
     for axis, values in (("rate", ("slow", "fast")), ("volume", ("loud", "soft")), ("pitch", ("high", "low"))):
         def xy(rows):
-            xs = [np.bincount(c, minlength=k) / max(len(c), 1) for c, lab in rows if lab and lab[0] == axis]
-            ys = [values.index(lab[1]) for c, lab in rows if lab and lab[0] == axis]
-            return np.array(xs), np.array(ys)
+            rows = [(c, lab) for c, lab in rows if lab and lab[0] == axis]
+            bags = np.array([np.bincount(c, minlength=k) / max(len(c), 1) for c, _ in rows]).reshape(len(rows), k)
+            dyn = np.array([dynamics(c, vectors, scale) for c, _ in rows]).reshape(len(rows), 2)
+            return bags, dyn, np.array([values.index(lab[1]) for _, lab in rows])
 
-        xtr, ytr = xy(train)
-        xte, yte = xy(test)
+        btr, dtr, ytr = xy(train)
+        bte, dte, yte = xy(test)
         if len(set(ytr)) < 2 or len(yte) == 0:
             continue
-        clf = LogisticRegression(max_iter=2000, C=1.0).fit(xtr, ytr)
-        res[axis] = {"n_test": int(len(yte)), "accuracy": round(float((clf.predict(xte) == yte).mean()), 3)}
+        mu, sd = dtr.mean(0), dtr.std(0) + 1e-9
+        row = {"n_test": int(len(yte))}
+        for name, xtr, xte in (("accuracy", btr, bte),
+                               ("accuracy_dynamics", np.hstack([btr, (dtr - mu) / sd]), np.hstack([bte, (dte - mu) / sd]))):
+            clf = LogisticRegression(max_iter=2000, C=1.0).fit(xtr, ytr)
+            row[name] = round(float((clf.predict(xte) == yte).mean()), 3)
+        res[axis] = row
     return res
 
 
@@ -193,13 +214,15 @@ def main() -> None:
         },
     }
     probes = {}
+    code_vectors = {"linguistic": tok.linguistic.centroids.numpy(),
+                    "semantic": tok.semantic.code_vectors().detach().numpy()}
     for name, idx, k, up in () if args.skip_probes else (("linguistic", 0, kl, 3), ("semantic", 1, ks, 2)):
         tr = [(c[idx], c[2]["text"]) for c in train_codes]
         te = [(c[idx], c[2]["text"]) for c in test_codes]
         probes[name] = {
             "content_cer": round(ctc_probe(tr, te, k, up, args.probe_steps), 4),
             "prosody": prosody_probe([(c[idx], c[2]["label"]) for c in train_codes],
-                                     [(c[idx], c[2]["label"]) for c in test_codes], k),
+                                     [(c[idx], c[2]["label"]) for c in test_codes], code_vectors[name]),
         }
     report["probes"] = probes
     out = Path(args.out)
@@ -227,12 +250,14 @@ def markdown(r: dict) -> str:
         for part in ("train", "held_out"):
             v = h[stream][part]
             lines.append(f"| {stream} | {part} | {v['tokens']} | {v['perplexity']} | {v['codes']} | {100 * v['dead_fraction']:.1f}% |")
-    lines += ["", "Probes on held-out speech (each stream alone)", "",
+    lines += ["", "Probes on held-out speech (each stream alone); prosody accuracy as bag of codes / bag + stream "
+              "dynamics", "",
               "| stream | content: CTC character error rate (lower is better) | rate acc. | volume acc. | pitch acc. |",
               "|---|---|---|---|---|"]
     for stream in [s for s in ("linguistic", "semantic") if s in p]:
         pr = p[stream]["prosody"]
-        acc = [f"{pr[a]['accuracy']:.3f} (n={pr[a]['n_test']})" if a in pr else "-" for a in ("rate", "volume", "pitch")]
+        acc = [f"{pr[a]['accuracy']:.3f} / {pr[a]['accuracy_dynamics']:.3f} (n={pr[a]['n_test']})" if a in pr else "-"
+               for a in ("rate", "volume", "pitch")]
         lines.append(f"| {stream} | {p[stream]['content_cer']:.3f} | " + " | ".join(acc) + " |")
     return "\n".join(lines) + "\n"
 

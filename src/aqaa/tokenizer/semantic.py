@@ -30,7 +30,7 @@ class SemanticConfig:
     # the same data (reports/semantic_usage_n2000.json): held-out dead codes 15 % (VQ) vs 62 % (FSQ 4^6), usage
     # perplexity 2473 vs 380, equal mel L1.
     quantizer: str = "vq"
-    # FSQ: 4^6 = 4,096 codes; dead codes 13.8 % vs 24.5 % for 8^4 and 25.3 % for 2^12 (reports/tokenizer.md)
+    # FSQ: 4^6 = 4,096 codes; dead codes 13.8 % vs 24.5 % for 8^4 and 25.3 % for 2^12 (reports/tokenizer_fsq8x4/tokenizer.md)
     levels: list[int] = field(default_factory=lambda: [4, 4, 4, 4, 4, 4])
     channels: int = 192
     layers: int = 4  # residual causal conv blocks on each side
@@ -136,6 +136,13 @@ class SemanticCodec(nn.Module):
         """[B, N, n_levels] quantized codes -> [B, 82 (+1), 4N]: normalized mel, log F0, voicing logit[, rate]."""
         x = self.up(self.from_code(codes.transpose(1, 2)))
         return self.dec_out(self.dec(x))
+
+    def code_vectors(self) -> torch.Tensor:
+        """[codes, code_dim]: the quantized vector each code index stands for."""
+        idx = torch.arange(self.cfg.codes)
+        if self.cfg.quantizer == "fsq":
+            return self.fsq.indices_to_codes(idx)
+        return self.vq.get_codes_from_indices(idx)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         if self.cfg.quantizer == "fsq":
