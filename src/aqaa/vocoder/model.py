@@ -63,9 +63,11 @@ class VocoderConfig:
 
 
 PRESETS = {
-    "default": VocoderConfig(source="harmonic", voiced_noise_phase="random", envelope_smoothing=9),
+    # context 64: on the VQ tokens, 3000 steps each, median F0 within 1 st on 80 % of control clips vs 64 % without,
+    # RMS within 2 dB 49 % vs 45 %, WER 0.130 vs 0.153 (reports/vocoder_context.md)
+    "default": VocoderConfig(source="harmonic", voiced_noise_phase="random", envelope_smoothing=9, context=64),
     "tiny": VocoderConfig(l_codes=32, s_codes=64, dim=32, layers=2, kernel=3, source="harmonic",
-                          voiced_noise_phase="random", envelope_smoothing=9),
+                          voiced_noise_phase="random", envelope_smoothing=9, context=8),
 }
 
 
