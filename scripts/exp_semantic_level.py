@@ -8,7 +8,8 @@ gets back (measured: a VQ codec with cosine codes lost loud/soft, reports/vocode
 answer (slow/fast/loud/soft/high/low, valid + test): the speech level in dB of the source log-mel and of the
 mel decoded from the semantic codes, each the mean frame power over the frames within 40 dB of the source's
 loudest. Reported per axis: decoded within 2 dB of the source, median error, and over all clips the slope of
-decoded on source level (1: level kept; 0: every clip decoded at one level).
+decoded on source level (1: level kept; 0: every clip decoded at one level). Beside it, the codebook usage on all
+held-out renderings (dead codes, perplexity), since the quantizer choice trades one against the other.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def control_answers(data: Path) -> list[dict]:
                 if turn.get("control"):
                     rows += [{"audio": turn[k]["audio"], "axis": turn["control"]["axis"]} for k in ("answer", "opposite")]
     return rows
+
+
+def usage(tok: DualTokenizer, data: Path) -> dict:
+    """Dead codes and usage perplexity of the semantic stream over every valid + test rendering."""
+    from aqaa.train.tokenizer import training_wavs
+
+    codes = [tok.encode_semantic(pad_to_groups(sf.read(p, dtype="float32")[0]))
+             for p in training_wavs(data, ("valid", "test"))]
+    counts = np.bincount(np.concatenate(codes), minlength=tok.cfg.semantic.codes)
+    p = counts[counts > 0] / counts.sum()
+    return {"held_out_tokens": int(counts.sum()), "dead": round(float((counts == 0).mean()), 4),
+            "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1)}
 
 
 def level_db(log_mel_frames: torch.Tensor, keep: torch.Tensor) -> float:
@@ -78,7 +91,7 @@ def main() -> None:
         tok = DualTokenizer.load(folder)
         s = tok.cfg.semantic
         report[folder] = {"quantizer": s.quantizer + ("" if s.quantizer == "fsq" else f" cosine={s.cosine}"),
-                          **measure(tok, data, rows)}
+                          **measure(tok, data, rows), **usage(tok, data)}
         print(folder, report[folder], flush=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
