@@ -40,11 +40,7 @@ def test_two_processes_match_one_and_resume_on_one(tiny_corpus, tmp_path):
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert [x["step"] for x in two] == [x["step"] for x in one] == list(range(1, 7))
     assert [x["processes"] for x in two] == [2, 2, 2, 2, 1, 1]
-    if quantizer == "fsq":
-        assert [x["loss"] for x in two] == pytest.approx([x["loss"] for x in one], abs=TOL)
-    else:
-        assert all(math.isfinite(x["loss"]) for x in two)
-        assert DualTokenizer.load(tmp_path / "two").encode(np.zeros(16000, np.float32) + 0.01).semantic.size
+    assert [x["loss"] for x in two] == pytest.approx([x["loss"] for x in one], abs=TOL)
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
