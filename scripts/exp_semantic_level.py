@@ -4,7 +4,7 @@
         [--out reports/semantic_level.json]
 
 Why: the vocoder reads only tokens, so a level the codec's decoder cannot rebuild from them is a level no vocoder
-gets back (measured: a VQ codec with cosine codes lost loud/soft, reports/vocoder_context.md). Per held-out control
+gets back (the VQ-token vocoder missed loud/soft clips, reports/vocoder_context.md). Per held-out control
 answer (slow/fast/loud/soft/high/low, valid + test): the speech level in dB of the source log-mel and of the
 mel decoded from the semantic codes, each the mean frame power over the frames within 40 dB of the source's
 loudest. Reported per axis: decoded within 2 dB of the source, median error, and over all clips the slope of
@@ -49,10 +49,9 @@ def usage(tok: DualTokenizer, data: Path) -> dict:
             "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1)}
 
 
-def level_db(log_mel_frames: torch.Tensor, keep: torch.Tensor) -> float:
-    """Mean power (dB) of the kept frames of a natural-log magnitude mel [80, T]."""
-    power = torch.exp(2 * log_mel_frames).sum(0)
-    return float(10 * torch.log10(power[keep].mean()))
+def frame_power(log_mel_frames: torch.Tensor) -> torch.Tensor:
+    """Power per frame of a natural-log magnitude mel [80, T] -> [T]."""
+    return torch.exp(2 * log_mel_frames).sum(0)
 
 
 @torch.no_grad()
@@ -63,10 +62,10 @@ def measure(tok: DualTokenizer, data: Path, rows: list[dict]) -> dict:
         x, _ = sf.read(data / r["audio"], dtype="float32")
         mel = log_mel(pad_to_groups(x))
         out = codec.decode(codec.encode(mel[None]))[0, :80] * codec.mel_std + codec.mel_mean
-        frame_db = 10 * torch.log10(torch.exp(2 * mel).sum(0))
-        keep = frame_db > frame_db.max() - 40
-        src.append(level_db(mel, keep))
-        dec.append(level_db(out, keep))
+        src_power = frame_power(mel)
+        keep = 10 * torch.log10(src_power) > 10 * torch.log10(src_power.max()) - 40
+        src.append(float(10 * torch.log10(src_power[keep].mean())))
+        dec.append(float(10 * torch.log10(frame_power(out)[keep].mean())))
         axes.append(r["axis"])
     src, dec = np.array(src), np.array(dec)
     err = dec - src
