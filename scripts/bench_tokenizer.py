@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from aqaa.tokenizer.health import codebook_health
 from aqaa.tokenizer.model import DualTokenizer, stream_encode
 
 torch.set_num_threads(2)
@@ -53,14 +53,6 @@ def renderings(data: Path, split: str) -> list[dict]:
     if split == "train" and sent.exists():
         rows += [{**json.loads(x), "label": None} for x in sent.read_text().splitlines()]
     return rows
-
-
-def health(codes: list[np.ndarray], k: int) -> dict:
-    counts = np.bincount(np.concatenate(codes), minlength=k).astype(float)
-    p = counts / counts.sum()
-    ent = -(p[p > 0] * np.log(p[p > 0])).sum()
-    return {"tokens": int(counts.sum()), "perplexity": round(float(math.exp(ent)), 1), "codes": k,
-            "dead_fraction": round(float((counts == 0).mean()), 4)}
 
 
 CHARS = " abcdefghijklmnopqrstuvwxyz'"
@@ -209,8 +201,8 @@ def main() -> None:
                       "agreement_linguistic": round(float(np.mean(agree_l)), 4),
                       "agreement_semantic": round(float(np.mean(agree_s)), 4)},
         "health": {
-            "linguistic": {"train": health([c[0] for c in train_codes], kl), "held_out": health([c[0] for c in test_codes], kl)},
-            "semantic": {"train": health([c[1] for c in train_codes], ks), "held_out": health([c[1] for c in test_codes], ks)},
+            "linguistic": {"train": codebook_health([c[0] for c in train_codes], kl), "held_out": codebook_health([c[0] for c in test_codes], kl)},
+            "semantic": {"train": codebook_health([c[1] for c in train_codes], ks), "held_out": codebook_health([c[1] for c in test_codes], ks)},
         },
     }
     probes = {}

@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 
 from aqaa.tokenizer.features import log_mel
+from aqaa.tokenizer.health import codebook_health
 from aqaa.tokenizer.interleave import pad_to_groups
 from aqaa.tokenizer.model import DualTokenizer
 
@@ -43,10 +44,7 @@ def usage(tok: DualTokenizer, data: Path) -> dict:
 
     codes = [tok.encode_semantic(pad_to_groups(sf.read(p, dtype="float32")[0]))
              for p in training_wavs(data, ("valid", "test"))]
-    counts = np.bincount(np.concatenate(codes), minlength=tok.cfg.semantic.codes)
-    p = counts[counts > 0] / counts.sum()
-    return {"held_out_tokens": int(counts.sum()), "dead": round(float((counts == 0).mean()), 4),
-            "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1)}
+    return {"held_out": codebook_health(codes, tok.cfg.semantic.codes)}
 
 
 def frame_power(log_mel_frames: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from aqaa.tokenizer.health import codebook_health
 from aqaa.tokenizer.model import PRESETS, DualTokenizer, TokenizerConfig
 from aqaa.train.common import Metrics, apply_overrides
 from aqaa.train.tokenizer import TokenizerTrainConfig, semantic_data, train_semantic, training_wavs
@@ -79,12 +80,7 @@ def main() -> None:
                 out, idx = codec(mel[None])
                 codes.append(idx[0].numpy())
                 l1.append(float((out[0, :80] - (mel - codec.mel_mean) / codec.mel_std).abs().mean()))
-        c = np.concatenate(codes)
-        counts = np.bincount(c, minlength=tok.cfg.semantic.codes)
-        p = counts[counts > 0] / len(c)
-        results[name] = {"settings": over, "held_out_tokens": int(len(c)), "codes_used": int((counts > 0).sum()),
-                         "dead": round(float((counts == 0).mean()), 4),
-                         "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1),
+        results[name] = {"settings": over, **codebook_health(codes, tok.cfg.semantic.codes),
                          "mel_l1": round(float(np.mean(l1)), 4)}
         print(name, results[name], flush=True)
     out = Path(args.out)

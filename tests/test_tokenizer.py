@@ -90,3 +90,22 @@ def test_save_load_round_trip_and_cli(tiny_tok, speech, tmp_path):
     out = json.loads(proc.stdout.splitlines()[-1])
     assert {"linguistic", "semantic", "interleaved", "duration_s"} <= out.keys()
     assert abs(out["duration_s"] - len(samples) / rate) < 1e-3
+
+
+def test_codebook_health_counts_dead_codes_and_perplexity():
+    from aqaa.tokenizer.health import codebook_health
+
+    uniform = codebook_health([np.arange(8), np.arange(8)], 8)
+    assert uniform == {"tokens": 16, "codes": 8, "used": 8, "dead_fraction": 0.0, "perplexity": 8.0}
+    half = codebook_health([np.array([0, 1, 2, 3] * 5)], 8)
+    assert half["dead_fraction"] == 0.5 and half["used"] == 4 and half["perplexity"] == pytest.approx(4.0)
+    assert codebook_health([np.zeros(10, dtype=int)], 8)["perplexity"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="outside"):
+        codebook_health([np.array([8])], 8)
+
+
+def test_entropy_loss_refused_for_vq(tmp_path):
+    from aqaa.train.tokenizer import train_tokenizer
+
+    with pytest.raises(ValueError, match="FSQ"):
+        train_tokenizer(tmp_path, tmp_path / "tok", "tiny", ["entropy_weight=0.1"])

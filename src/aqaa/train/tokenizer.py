@@ -221,6 +221,9 @@ def train_tokenizer(data_dir: str | Path, out_dir: str | Path, preset: str = "de
     if preset == "tiny":
         cfg.steps, cfg.ckpt_every, cfg.batch = 30, 10, 4
     apply_overrides(cfg, overrides or [])
+    if cfg.entropy_weight and cfg.tokenizer.semantic.quantizer != "fsq":
+        raise ValueError("entropy_weight is the FSQ level-usage loss; the VQ codebook restarts dead codes instead "
+                         "(set semantic.quantizer=fsq or entropy_weight=0)")
     torch.manual_seed(cfg.seed)
     work = out_dir.with_name(out_dir.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
