@@ -3,6 +3,7 @@ the stage chain, and the pretrained SmolLM2 path (bundled GGUF -> extended -> tr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -74,6 +75,31 @@ def test_generation_is_well_formed_streams_groups_and_forks(tiny_lm):
     assert generate_answer(greedy, prompt)["ids"] == a.answer
 
 
+def test_transcribing_rhythm_writes_what_it_heard_first(tiny_lm):
+    v, rhythm = tiny_lm.vocab, AnswerRhythm(transcribe_query=True)
+    heard, text = v.encode_text("What is the capital of Japan?"), v.encode_text("Tokyo.")
+    audio = v.audio_group_ids(list(range(20)), list(range(30)))
+    ids = answer_ids(v, text, audio, rhythm, heard)
+    assert ids[: len(heard) + 2] == [v.ctrl["asr"], *heard, v.ctrl["tts"]]
+    assert ids[len(heard) + 2:] == answer_ids(v, text, audio, AnswerRhythm())  # then the plain answer
+    with pytest.raises(ValueError, match="heard_ids"):
+        answer_ids(v, text, audio, rhythm)
+    seq = dialogue(v, [(audio[:10], text, audio, heard)], rhythm)
+    assert seq.ids[seq.ids.index(v.ctrl["assistant"]) + 1] == v.ctrl["asr"]
+    # generation follows the same grammar: the transcript comes as "heard" events, never as the answer's text
+    lm = AudioLM(tiny_lm.model, v, dataclasses.replace(tiny_lm.cfg, rhythm=rhythm))
+    gen = Generator(lm, Sampling(text_temperature=1.0, audio_temperature=1.0, max_groups=4, max_text_tokens=6,
+                                 max_heard_tokens=5, seed=3))
+    prompt = [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *audio[:10], v.ctrl["audio_end"],
+              v.ctrl["end_turn"], v.ctrl["assistant"]]
+    out = generate_answer(gen, prompt)
+    n_heard = out["ids"].index(v.ctrl["tts"]) - 1
+    assert out["ids"][0] == v.ctrl["asr"] and 0 <= n_heard <= 5
+    assert all(v.is_text(i) for i in out["ids"][1: n_heard + 1])
+    assert out["heard"] == v.decode_text(out["ids"][1: n_heard + 1])
+    assert out["ids"][-2:] == [v.ctrl["audio_end"], v.ctrl["end_turn"]]
+
+
 def _losses(folder) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 
@@ -96,11 +122,16 @@ def test_killed_stage_resumes_with_the_same_loss_curve(tiny_corpus, tmp_path):
 def test_stages_chain_to_sft(tiny_corpus, tmp_path):
     args = dict(data_dir=tiny_corpus["data"], tokens_path=tiny_corpus["tokens"], out=tmp_path)
     for stage in ("stage1", "stage2", "stage3", "sft"):
-        final = train_stage(stage_config(stage, "tiny", ["steps=3", "batch=2"]), **args)
+        # the answer format is each stage's own: stage 3 on switches to the transcribing rhythm
+        late = ["lm.rhythm.transcribe_query=true"] if stage in ("stage3", "sft") else []
+        final = train_stage(stage_config(stage, "tiny", ["steps=3", "batch=2", *late]), **args)
         assert (final / "model.safetensors").exists()
+    assert not AudioLM.load(tmp_path / "stage2" / "model").cfg.rhythm.transcribe_query
     lm = AudioLM.load(tmp_path / "sft" / "model")
+    assert lm.cfg.rhythm.transcribe_query
     parts = build_parts(tiny_corpus["data"], json_tokens(tiny_corpus["tokens"]), lm.vocab, lm.cfg.rhythm)
     assert parts["dialogue"] and parts["single_turn"] and parts["tts"] and parts["asr"]
+    assert all(lm.vocab.ctrl["asr"] in seq.ids for seq in parts["dialogue"])
     from aqaa.errors import AqaaInputError
 
     with pytest.raises(AqaaInputError):

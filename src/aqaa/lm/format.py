@@ -5,6 +5,11 @@
     <|assistant|> t t [4 audio groups] t t [4 audio groups] ... t <|text_end|> [rest of the audio] <|audio_end|> <|end_turn|>
     <|user|> ...
 
+With `transcribe_query` the assistant first writes what it heard, in the stage-1 task markers, then answers:
+    <|assistant|> <|asr|> heard query text <|tts|> t t [4 audio groups] ... <|end_turn|>
+(an inner transcript, as SpeechGPT's chain of modality: the answer is then conditioned on text the model itself
+wrote, which stage-1 ASR trains on every voice; the user hears only what follows `<|tts|>`.)
+
 The assistant's answer interleaves its text and its audio with a fixed rhythm (`text_chunk` text tokens, then
 `audio_chunk` groups of `L L S S S`), so the text runs ahead of the speech it is spoken in — the transcript is
 written before it is said, as in Step-Audio-AQAA. When the text is almost spent (or the audio is), the rest of the
@@ -17,7 +22,7 @@ text follows at once, then `<|text_end|>` and the remaining audio. Stage-1 docum
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aqaa.lm.vocab import Vocab
 
@@ -26,6 +31,7 @@ from aqaa.lm.vocab import Vocab
 class AnswerRhythm:
     text_chunk: int = 2  # text tokens per step of the rhythm
     audio_chunk: int = 4  # 120 ms groups per step (480 ms)
+    transcribe_query: bool = False  # answers start with `<|asr|> heard text <|tts|>` (see the module docstring)
 
 
 @dataclass
@@ -44,10 +50,16 @@ class Sequence:
         return len(self.ids)
 
 
-def answer_ids(vocab: Vocab, text_ids: list[int], audio_ids: list[int], rhythm: AnswerRhythm) -> list[int]:
-    """The assistant turn body (after `<|assistant|>`), through `<|end_turn|>`."""
+def answer_ids(vocab: Vocab, text_ids: list[int], audio_ids: list[int], rhythm: AnswerRhythm,
+               heard_ids: list[int] | None = None) -> list[int]:
+    """The assistant turn body (after `<|assistant|>`), through `<|end_turn|>`; `heard_ids` (the query's text) is
+    required when the rhythm transcribes the query."""
     c = vocab.ctrl
     out: list[int] = []
+    if rhythm.transcribe_query:
+        if heard_ids is None:
+            raise ValueError("this rhythm transcribes the query: give the query text (heard_ids)")
+        out += [c["asr"], *heard_ids, c["tts"]]
     groups = [audio_ids[i: i + 5] for i in range(0, len(audio_ids), 5)]
     t, g = 0, 0
     while t < len(text_ids):
@@ -74,14 +86,14 @@ def user_turn(vocab: Vocab, audio_ids: list[int]) -> list[int]:
     return [vocab.ctrl["user"], *audio_block(vocab, audio_ids), vocab.ctrl["end_turn"]]
 
 
-def dialogue(vocab: Vocab, turns: list[tuple[list[int], list[int], list[int]]], rhythm: AnswerRhythm,
-             train_all_answers: bool = True) -> Sequence:
-    """turns: (query audio ids, answer text ids, answer audio ids). Loss on the assistant's answers only
-    (every answer, or only the last when `train_all_answers` is False)."""
+def dialogue(vocab: Vocab, turns: list[tuple], rhythm: AnswerRhythm, train_all_answers: bool = True) -> Sequence:
+    """turns: (query audio ids, answer text ids, answer audio ids[, query text ids]). Loss on the assistant's
+    answers only (every answer, or only the last when `train_all_answers` is False)."""
     seq = Sequence().add([vocab.ctrl["bos"]], False)
-    for i, (q_audio, a_text, a_audio) in enumerate(turns):
+    for i, (q_audio, a_text, a_audio, *heard) in enumerate(turns):
         seq.add(user_turn(vocab, q_audio) + [vocab.ctrl["assistant"]], False)
-        seq.add(answer_ids(vocab, a_text, a_audio, rhythm), train_all_answers or i == len(turns) - 1)
+        seq.add(answer_ids(vocab, a_text, a_audio, rhythm, heard[0] if heard else None),
+                train_all_answers or i == len(turns) - 1)
     return seq
 
 
@@ -106,7 +118,8 @@ def document(vocab: Vocab, kind: str, text_ids: list[int] | None = None, audio_i
     elif kind == "tts":
         body = [c["tts"], *text_ids, *audio_block(vocab, audio_ids), c["eos"]]
     elif kind == "interleaved":
-        body = [c["assistant"], *answer_ids(vocab, text_ids, audio_ids, rhythm or AnswerRhythm())]
+        plain = replace(rhythm or AnswerRhythm(), transcribe_query=False)  # no query here to transcribe
+        body = [c["assistant"], *answer_ids(vocab, text_ids, audio_ids, plain)]
     else:
         raise ValueError(f"unknown document kind {kind!r}")
     return Sequence().add([c["bos"]], False).add(body, True)

@@ -1,7 +1,8 @@
 """Streaming answer generation: KV cache, a grammar that keeps the answer well formed, groups handed out at once.
 
 The grammar is the chat format of `aqaa.lm.format` read as a state machine; at every step it masks the logits so
-only ids that can legally come next are sampled (text or `<|text_end|>` in a text chunk; exactly `L L S S S` in
+only ids that can legally come next are sampled (`<|asr|>` heard text `<|tts|>` first when the rhythm
+transcribes the query; text or `<|text_end|>` in a text chunk; exactly `L L S S S` in
 each audio group; `<|audio_end|>` only at a group boundary after the text ended; then `<|end_turn|>`). Written by
 hand because it is the project's own format; transformers' logits processors would need the same state anyway.
 """
@@ -26,13 +27,15 @@ class Sampling:
     top_k: int = 50
     top_p: float = 0.95
     max_text_tokens: int = 96
+    max_heard_tokens: int = 64  # the query transcript, when the rhythm writes one
     max_groups: int = 250  # 30 s of answer audio
     seed: int | None = 0
 
 
 @dataclass
 class GrammarState:
-    phase: str = "text"  # text | chunk | tail | end | done
+    phase: str = "text"  # heard_start | heard | text | chunk | tail | end | done
+    heard_total: int = 0
     text_in_chunk: int = 0
     text_total: int = 0
     group_pos: int = 0  # position inside the current L L S S S group
@@ -60,6 +63,9 @@ class AnswerGrammar:
         text[list(c.values())] = False
         text[[i for i in vocab.hf.all_special_ids if i < vocab.text_size]] = False  # e.g. SmolLM2's <|im_end|>
         self.masks = {
+            "asr": mask(ids=[c["asr"]]),
+            "heard": text | mask(ids=[c["tts"]]),
+            "tts": mask(ids=[c["tts"]]),
             "text": text | mask(ids=[c["text_end"]]),
             "text_or_audio": text | mask(l_range, ids=[c["text_end"]]),
             "text_end": mask(ids=[c["text_end"]]),
@@ -70,7 +76,14 @@ class AnswerGrammar:
             "end_turn": mask(ids=[c["end_turn"]]),
         }
 
+    def start(self) -> GrammarState:
+        return GrammarState(phase="heard_start" if self.rhythm.transcribe_query else "text")
+
     def allowed(self, st: GrammarState) -> torch.Tensor:
+        if st.phase == "heard_start":
+            return self.masks["asr"]
+        if st.phase == "heard":
+            return self.masks["tts" if st.heard_total >= self.sampling.max_heard_tokens else "heard"]
         if st.phase == "text":
             if st.text_total >= self.sampling.max_text_tokens:
                 return self.masks["text_end"]
@@ -88,8 +101,18 @@ class AnswerGrammar:
         raise RuntimeError("the answer is complete")
 
     def advance(self, st: GrammarState, token: int) -> str:
-        """Move the state past `token`; returns what it was: text | text_end | audio | group | audio_end | end."""
+        """Move the state past `token`; returns what it was: heard_mark | heard | text | text_end | audio | group |
+        audio_end | end."""
         c = self.vocab.ctrl
+        if st.phase == "heard_start":
+            st.phase = "heard"
+            return "heard_mark"
+        if st.phase == "heard":
+            if token == c["tts"]:
+                st.phase = "text"
+                return "heard_mark"
+            st.heard_total += 1
+            return "heard"
         if st.phase == "text":
             if token == c["text_end"]:
                 st.phase = "tail"
@@ -122,7 +145,7 @@ class AnswerGrammar:
 
 @dataclass
 class Event:
-    kind: str  # "text" (one text token) | "group" (one 120 ms audio group) | "end"
+    kind: str  # "heard" (a token of the query transcript) | "text" (one text token) | "group" (120 ms audio) | "end"
     ids: list[int]
     linguistic: list[int] = field(default_factory=list)
     semantic: list[int] = field(default_factory=list)
@@ -185,7 +208,7 @@ class Generator:
 
     def answer(self, state: DecodeState) -> Iterator[Event]:
         """Generate one assistant turn from `state` (whose context must end with `<|assistant|>`)."""
-        state.grammar, state.group, state.answer = GrammarState(), [], []
+        state.grammar, state.group, state.answer = self.grammar.start(), [], []
         while state.grammar.phase != "done":
             allowed = self.grammar.allowed(state.grammar)
             audio_next = state.grammar.phase in ("chunk", "tail")
@@ -199,8 +222,8 @@ class Generator:
             kind = self.grammar.advance(state.grammar, token)
             state.answer.append(token)
             self.feed(state, [token])
-            if kind == "text":
-                yield Event("text", [token])
+            if kind in ("text", "heard"):
+                yield Event(kind, [token])
             elif kind in ("audio", "group"):
                 state.group.append(token)
                 if kind == "group":
@@ -212,13 +235,15 @@ class Generator:
 
 
 def generate_answer(gen: Generator, prompt_ids: list[int]) -> dict:
-    """Whole-answer convenience: text, both streams and the answer ids."""
+    """Whole-answer convenience: text, what it heard (when the rhythm transcribes), both streams and the answer ids."""
     state = gen.feed(gen.new_state(), prompt_ids)
-    text_ids, lin, sem = [], [], []
+    text_ids, heard_ids, lin, sem = [], [], [], []
     for ev in gen.answer(state):
         if ev.kind == "text":
             text_ids += ev.ids
+        elif ev.kind == "heard":
+            heard_ids += ev.ids
         elif ev.kind == "group":
             lin += ev.linguistic
             sem += ev.semantic
-    return {"text": gen.vocab.decode_text(text_ids), "linguistic": lin, "semantic": sem, "ids": state.answer}
+    return {"text": gen.vocab.decode_text(text_ids), "heard": gen.vocab.decode_text(heard_ids), "linguistic": lin, "semantic": sem, "ids": state.answer}

@@ -113,6 +113,7 @@ class AqaaSession:
         if max_groups is not None:
             self.gen.sampling.max_groups = max_groups
         text_ids: list[int] = []
+        heard_ids: list[int] = []  # the model's own transcript of the query, when its rhythm writes one
         interrupted = False
         try:
             for ev in self.gen.answer(self.state):
@@ -123,13 +124,15 @@ class AqaaSession:
                     text_ids += ev.ids
                     if on_text:
                         on_text(v.decode_text(text_ids))
+                elif ev.kind == "heard":
+                    heard_ids += ev.ids
                 elif ev.kind == "group":
                     chunk = voc.step(ev.linguistic, ev.semantic)
                     if len(chunk):
                         yield chunk
         finally:
             self.gen.sampling.max_groups = saved
-        self.last_text = v.decode_text(text_ids)
+        self.last_text, self.last_heard = v.decode_text(text_ids), v.decode_text(heard_ids)
         if interrupted:  # the cache ends mid-answer: close the turn in the history and rebuild the cache next turn
             done = self.state.answer[: len(self.state.answer) - len(self.state.group)]
             self.history.append((q_ids, done + [v.ctrl["text_end"], v.ctrl["audio_end"], v.ctrl["end_turn"]]))
@@ -156,4 +159,4 @@ class AqaaSession:
         timeline["total_ms"] = 1000 * (time.perf_counter() - t0)
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return TurnResult(self.last_text, np.clip(audio, -1, 1).astype(np.float32), self.sample_rate,
-                          {k: round(x, 1) for k, x in timeline.items()})
+                          {k: round(x, 1) for k, x in timeline.items()}, query_text=self.last_heard)

@@ -65,21 +65,21 @@ def build_pairs(data_dir: Path, tokens: dict, lm: AudioLM, split: str = "train",
     for item, turn in turns:
         q, a = turn["query"], turn["answer"]
         p = prompt(v, [], audio(q["audio"]))
-        text, a_audio = v.encode_text(a["text"]), audio(a["audio"])
-        chosen = answer_ids(v, text, a_audio, rhythm)
+        text, a_audio, heard = v.encode_text(a["text"]), audio(a["audio"]), v.encode_text(q["text"])
+        chosen = answer_ids(v, text, a_audio, rhythm, heard)
         other_item, other = rng.choice(turns)
         while other["answer"]["text"] == a["text"] and len(turns) > 1:
             other_item, other = rng.choice(turns)
         o_text, o_audio = v.encode_text(other["answer"]["text"]), audio(other["answer"]["audio"])
         if "wrong_content" in kinds:
-            pairs.append({"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": answer_ids(v, o_text, o_audio, rhythm),
+            pairs.append({"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": answer_ids(v, o_text, o_audio, rhythm, heard),
                           "kind": "wrong_content", "id": item["id"]})
         if "ignored_control" in kinds and turn.get("control") and turn.get("neutral", {}).get("audio") in tokens:
             pairs.append({"prompt_ids": p, "chosen_ids": chosen,
-                          "rejected_ids": answer_ids(v, text, audio(turn["neutral"]["audio"]), rhythm),
+                          "rejected_ids": answer_ids(v, text, audio(turn["neutral"]["audio"]), rhythm, heard),
                           "kind": "ignored_control", "id": item["id"]})
         if "audio_mismatch" in kinds:
-            pairs.append({"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": answer_ids(v, text, o_audio, rhythm),
+            pairs.append({"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": answer_ids(v, text, o_audio, rhythm, heard),
                           "kind": "audio_mismatch", "id": item["id"]})
     return pairs
 
@@ -105,7 +105,8 @@ def own_sample_pairs(lm: AudioLM, data_dir: Path, tokens: dict, n: int, seed: in
         if item["answer"] and not contains_answer(v.decode_text(text_ids), item["answer"]):
             a = tokens[turn["answer"]["audio"]]
             chosen = answer_ids(v, v.encode_text(turn["answer"]["text"]),
-                                v.audio_group_ids(a["linguistic"], a["semantic"]), rhythm)
+                                v.audio_group_ids(a["linguistic"], a["semantic"]), rhythm,
+                                v.encode_text(turn["query"]["text"]))
             pairs.append({"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": list(state.answer),
                           "kind": "own_sample", "id": item["id"]})
     return pairs

@@ -95,7 +95,7 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             for k in ("neutral", "opposite"):
                 if k in turn and turn[k]["audio"] in tokens:
                     spoken.append((turn[k]["audio"], turn[k]["text"], _neutral(turn[k])))
-            turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"])))
+            turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"]), text(q["text"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             if not needs_context:
                 yield "single_turn", dialogue(vocab, turns[-1:], rhythm)
@@ -207,7 +207,7 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
         raise AqaaInputError(f"{cfg.stage} starts from {prev}: run `aqaa train pretrain` for "
                                 f"{PREVIOUS[cfg.stage]} first")
     lm = AudioLM.load(prev)
-    lm.cfg.name = cfg.lm.name
+    lm.cfg.name, lm.cfg.rhythm = cfg.lm.name, cfg.lm.rhythm  # the answer format is the stage's (preset + overrides)
     return lm
 
 

@@ -79,7 +79,7 @@ def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40)
             if q is None or a is None:
                 break
             turns.append((v.audio_group_ids(q["linguistic"], q["semantic"]), v.encode_text(turn["answer"]["text"]),
-                          v.audio_group_ids(a["linguistic"], a["semantic"])))
+                          v.audio_group_ids(a["linguistic"], a["semantic"]), v.encode_text(turn["query"]["text"])))
         if len(turns) != len(item["turns"]):
             continue
         seq = dialogue(v, turns, lm.cfg.rhythm, train_all_answers=False)

@@ -25,7 +25,7 @@ class RecipeConfig:
     sentences: int = 5000
     seed: int = 1
     tokenizer: list = field(default_factory=list)  # key=value overrides per stage
-    stage1: list = field(default_factory=lambda: ["steps=2500"])
+    stage1: list = field(default_factory=lambda: ["steps=2000"])
     stage2: list = field(default_factory=lambda: ["steps=400"])
     stage3: list = field(default_factory=lambda: ["steps=800"])
     sft: list = field(default_factory=lambda: ["steps=250", "batch=16"])
