@@ -8,7 +8,9 @@
 - probes on held-out speech: content (a CTC character probe: CER) and prosody (logistic regression on a bag of
   codes: fast/slow, loud/soft, high/low accuracy) for each stream; the prosody probe is run twice, on the bag alone
   and on the bag plus two statistics of how fast the stream moves (how far each token's code vector is from the
-  previous one, and how often the code changes), because a bag of codes cannot see tempo by construction.
+  previous one, and how often the code changes), because a bag of codes cannot see tempo by construction; and
+  a third time by a small convolutional classifier on the token sequence (the same net for both streams).
+  `--prosody-only` runs just the prosody probes on the labelled renderings (minutes).
 """
 
 from __future__ import annotations
@@ -115,9 +117,45 @@ def dynamics(codes: np.ndarray, vectors: np.ndarray, scale: float) -> np.ndarray
     return np.array([step.mean() / scale, float((np.diff(codes) != 0).mean())])
 
 
+def sequence_probe(train: list[tuple[np.ndarray, int]], test: list[tuple[np.ndarray, int]], k: int,
+                   steps: int = 300, seed: int = 0) -> float:
+    """Held-out accuracy of a small learned classifier on the token sequence itself: embedding (32), two causal-free
+    convolutions over 5 tokens, mean + max pooling over time. The same net for both streams, so each can show what
+    its sequence carries (tempo included) instead of what hand-made statistics expose."""
+    import torch.nn as nn
+
+    torch.manual_seed(seed)
+    net = nn.ModuleDict({"emb": nn.Embedding(k, 32), "conv": nn.Sequential(
+        nn.Conv1d(32, 64, 5, padding=2), nn.ReLU(), nn.Conv1d(64, 64, 5, padding=2), nn.ReLU()),
+        "out": nn.Linear(128, 2)})
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-2)
+
+    def logits(rows):
+        width = max(len(c) for c, _ in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), 1, width)
+        for i, (c, _) in enumerate(rows):
+            x[i, : len(c)], mask[i, 0, : len(c)] = torch.as_tensor(c), 1
+        h = net["conv"](net["emb"](x).transpose(1, 2)) * mask
+        pooled = torch.cat([h.sum(2) / mask.sum(2), h.masked_fill(mask == 0, -1e4).amax(2)], 1)
+        return net["out"](pooled)
+
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        batch = [train[i] for i in rng.integers(0, len(train), min(32, len(train)))]
+        loss = nn.functional.cross_entropy(logits(batch), torch.tensor([y for _, y in batch]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = logits(test).argmax(1).numpy()
+    return float((pred == np.array([y for _, y in test])).mean())
+
+
 def prosody_probe(train, test, vectors: np.ndarray) -> dict:
     """Logistic regression on normalized code histograms (`accuracy`) and on histograms plus the standardized
-    `dynamics` (`accuracy_dynamics`); accuracy per axis on held-out renderings."""
+    `dynamics` (`accuracy_dynamics`), and the `sequence_probe` (`accuracy_sequence`); accuracy per axis on
+    held-out renderings."""
     from sklearn.linear_model import LogisticRegression
 
     k = len(vectors)
@@ -141,6 +179,8 @@ def prosody_probe(train, test, vectors: np.ndarray) -> dict:
                                ("accuracy_dynamics", np.hstack([btr, (dtr - mu) / sd]), np.hstack([bte, (dte - mu) / sd]))):
             clf = LogisticRegression(max_iter=2000, C=1.0).fit(xtr, ytr)
             row[name] = round(float((clf.predict(xte) == yte).mean()), 3)
+        seq = [[(c, values.index(lab[1])) for c, lab in rows if lab and lab[0] == axis] for rows in (train, test)]
+        row["accuracy_sequence"] = round(sequence_probe(*seq, k), 3)
         res[axis] = row
     return res
 
@@ -152,11 +192,16 @@ def main() -> None:
     ap.add_argument("--probe-steps", type=int, default=1500)
     ap.add_argument("--out", default="reports")
     ap.add_argument("--skip-probes", action="store_true", help="speed and codebook health only (minutes, not half an hour)")
+    ap.add_argument("--prosody-only", action="store_true",
+                    help="only the prosody probes, on the labelled renderings -> OUT/tokenizer_prosody.json")
     args = ap.parse_args()
     tok = DualTokenizer.load(args.tokenizer)
     data = Path(args.data)
     train_rows, test_rows = renderings(data, "train"), renderings(data, "test") + renderings(data, "valid")
     kl, ks = tok.cfg.linguistic.codes, tok.cfg.semantic.codes
+    if args.prosody_only:
+        prosody_only(tok, args.tokenizer, data, train_rows, test_rows, Path(args.out))
+        return
 
     # warm-up, then throughput on held-out clips
     tok.encode(load(data / test_rows[0]["audio"]))
@@ -224,6 +269,26 @@ def main() -> None:
     print(markdown(report))
 
 
+def prosody_only(tok: DualTokenizer, folder: str, data: Path, train_rows: list[dict], test_rows: list[dict], out: Path) -> None:
+    from aqaa.tokenizer.interleave import pad_to_groups
+
+    vectors = {"linguistic": tok.linguistic.centroids.numpy(), "semantic": tok.semantic.code_vectors().detach().numpy()}
+    encoded = {}
+    for part, rows in (("train", train_rows), ("test", test_rows)):
+        rows = [r for r in rows if r["label"]]
+        codes = [(tok.encode_linguistic(pad_to_groups(x := load(data / r["audio"]))), tok.encode_semantic(pad_to_groups(x)))
+                 for r in tqdm(rows, desc=f"encode labelled {part}")]
+        encoded[part] = (codes, [r["label"] for r in rows])
+    report = {"tokenizer": folder, "probes": {}}
+    for idx, name in enumerate(("linguistic", "semantic")):
+        tr = [(c[idx], lab) for c, lab in zip(*encoded["train"])]
+        te = [(c[idx], lab) for c, lab in zip(*encoded["test"])]
+        report["probes"][name] = prosody_probe(tr, te, vectors[name])
+        print(name, report["probes"][name], flush=True)
+    out.mkdir(exist_ok=True)
+    (out / "tokenizer_prosody.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
 def markdown(r: dict) -> str:
     t, s, h, p = r["throughput_x_realtime"], r["streaming"], r["health"], r["probes"]
     lines = [
@@ -243,12 +308,13 @@ def markdown(r: dict) -> str:
             v = h[stream][part]
             lines.append(f"| {stream} | {part} | {v['tokens']} | {v['perplexity']} | {v['codes']} | {100 * v['dead_fraction']:.1f}% |")
     lines += ["", "Probes on held-out speech (each stream alone); prosody accuracy as bag of codes / bag + stream "
-              "dynamics", "",
+              "dynamics / sequence classifier", "",
               "| stream | content: CTC character error rate (lower is better) | rate acc. | volume acc. | pitch acc. |",
               "|---|---|---|---|---|"]
     for stream in [s for s in ("linguistic", "semantic") if s in p]:
         pr = p[stream]["prosody"]
-        acc = [f"{pr[a]['accuracy']:.3f} / {pr[a]['accuracy_dynamics']:.3f} (n={pr[a]['n_test']})" if a in pr else "-"
+        acc = [" / ".join(f"{pr[a][key]:.3f}" for key in ("accuracy", "accuracy_dynamics", "accuracy_sequence")
+                          if key in pr[a]) + f" (n={pr[a]['n_test']})" if a in pr else "-"
                for a in ("rate", "volume", "pitch")]
         lines.append(f"| {stream} | {p[stream]['content_cer']:.3f} | " + " | ".join(acc) + " |")
     return "\n".join(lines) + "\n"
