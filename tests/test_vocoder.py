@@ -84,6 +84,42 @@ def test_training_lowers_loss_resumes_and_round_trips(trained, tiny_corpus, tmp_
         assert torch.equal(v, back.state_dict()[k])
 
 
+def test_gain_augmentation_relevels_audio_and_reencodes_tokens(tiny_corpus, tmp_path):
+    import random
+
+    from aqaa.data.tokens import read_tokens
+    from aqaa.tokenizer.model import DualTokenizer
+    from aqaa.train.vocoder import ClipBank, train_vocoder, vocoder_clips
+
+    tokens = read_tokens(tiny_corpus["tokens"])
+    rels = vocoder_clips(tiny_corpus["data"], tokens, "joe")
+    tok = DualTokenizer.load(tiny_corpus["tokenizer"])
+    bank = ClipBank(tiny_corpus["data"], rels, tokens, encode_semantic=tok.encode_semantic, gain_db=10.0)
+    # at 0 dB the re-encoding gives the token cache back: the bank's audio is what the cache was made from
+    bank.gain_db = 1e-9
+    for i in range(len(rels)):
+        audio, sem = bank.regain(i, random.Random(i))
+        assert np.array_equal(sem, bank.sem[i])
+    bank.gain_db = 10.0
+    levels, changed = [], 0
+    for i in range(len(rels)):
+        audio, sem = bank.regain(i, random.Random(100 + i))
+        assert np.abs(audio).max() <= 0.99 + 1e-6
+        levels.append(20 * np.log10(np.sqrt(np.mean(audio ** 2)) / np.sqrt(np.mean(bank.audio[i] ** 2))))
+        changed += not np.array_equal(sem, bank.sem[i])
+    assert max(np.abs(levels)) <= 10 + 1e-3 and np.std(levels) > 1 and changed > 0
+    over = ["steps=4", "batch=2", "crop_groups=6", "log_every=1", "ckpt_every=2", "warmup=2", "gain_db=8"]
+    with pytest.raises(ValueError, match="tokenizer"):
+        train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "x", "tiny", over)
+    over.append(f"tokenizer={tiny_corpus['tokenizer']}")
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "a", "tiny", over)
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over, stop_after=2)
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over)
+    la = [json.loads(x)["loss"] for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    assert len(la) == 4 and np.isfinite(la).all() and lb == pytest.approx(la, abs=1e-5)  # resumes exactly
+
+
 def test_detokenize_cli(trained, tiny_corpus, tmp_path):
     out, _ = trained
     row = json.loads(tiny_corpus["tokens"].read_text().splitlines()[0])

@@ -48,6 +48,11 @@ class VocoderTrainConfig:
     energy_weight: float = 0.0  # L1 on frame log-energy (dB/10): pulls the output level onto the source's
     pitch_weight: float = 1.0  # F0 head losses (harmonic source only)
     init: str = ""  # start from this vocoder folder (fine-tuning) instead of random weights
+    # > 0: every crop's clip is scaled by a random gain within +-gain_db (peaks kept below 0.99) and its semantic
+    # tokens re-encoded by `tokenizer`, so every clip teaches absolute level, not only the few loud/soft renderings
+    # (measured without it: loud clips came out ~6 dB too soft, soft ones ~4 dB too loud)
+    gain_db: float = 0.0
+    tokenizer: str = ""  # the tokenizer folder that made the token cache (needed by gain_db)
     stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
 
 
@@ -100,11 +105,14 @@ def pitch_loss(pitch: tuple[torch.Tensor, torch.Tensor], log_f0: torch.Tensor, v
 
 class ClipBank:
     """Audio, tokens and (`pitch`) Praat F0 per vocoder frame of the training clips in memory (about 1 h of 16 kHz
-    float32 is ~230 MB)."""
+    float32 is ~230 MB). With `encode_semantic` (padded audio -> semantic codes) and `gain_db`, each drawn clip is
+    re-levelled by a random gain and re-encoded (whole clip, so the causal codec sees what it saw in the cache)."""
 
-    def __init__(self, data_dir: Path, rels: list[str], tokens: dict[str, dict], pitch: bool = False):
+    def __init__(self, data_dir: Path, rels: list[str], tokens: dict[str, dict], pitch: bool = False,
+                 encode_semantic=None, gain_db: float = 0.0):
         from aqaa.audio.measure import f0_track
 
+        self.encode_semantic, self.gain_db = encode_semantic, gain_db
         self.audio, self.lin, self.sem, self.f0, self.voiced = [], [], [], [], []
         for rel in tqdm(rels, desc="clips", unit="clip", disable=not pitch, leave=False):
             x, _ = sf.read(data_dir / rel, dtype="float32")
@@ -123,13 +131,14 @@ class ClipBank:
         lin, sem, wav, f0, voiced = [], [], [], [], []
         for _ in range(n):
             i = rng.randrange(len(self.audio))
+            audio, semantic = self.regain(i, rng)
             total = len(self.lin[i]) // 2
             g0 = rng.randrange(max(1, total - groups + 1))
             g = min(groups, total)
             pad_g = groups - g
             lin.append(np.pad(self.lin[i][2 * g0: 2 * (g0 + g)], (0, 2 * pad_g)))
-            sem.append(np.pad(self.sem[i][3 * g0: 3 * (g0 + g)], (0, 3 * pad_g)))
-            wav.append(np.pad(self.audio[i][g0 * GROUP_SAMPLES: (g0 + g) * GROUP_SAMPLES], (0, pad_g * GROUP_SAMPLES)))
+            sem.append(np.pad(semantic[3 * g0: 3 * (g0 + g)], (0, 3 * pad_g)))
+            wav.append(np.pad(audio[g0 * GROUP_SAMPLES: (g0 + g) * GROUP_SAMPLES], (0, pad_g * GROUP_SAMPLES)))
             if self.f0:
                 frames = slice(g0 * FRAMES_PER_GROUP, (g0 + g) * FRAMES_PER_GROUP)
                 f0.append(np.pad(self.f0[i][frames], (0, pad_g * FRAMES_PER_GROUP)))
@@ -137,6 +146,15 @@ class ClipBank:
         out = (torch.as_tensor(np.stack(lin)).long(), torch.as_tensor(np.stack(sem)).long(),
                torch.as_tensor(np.stack(wav)).float())
         return out + (torch.as_tensor(np.stack(f0)), torch.as_tensor(np.stack(voiced))) if self.f0 else out
+
+    def regain(self, i: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+        """Clip i's audio and semantic codes, at a random gain when the bank re-levels clips."""
+        if not self.gain_db or self.encode_semantic is None:
+            return self.audio[i], self.sem[i]
+        peak = float(np.abs(self.audio[i]).max()) or 1.0
+        db = min(rng.uniform(-self.gain_db, self.gain_db), 20 * math.log10(0.99 / peak))
+        audio = (self.audio[i] * 10 ** (db / 20)).astype(np.float32)
+        return audio, self.encode_semantic(audio)
 
 
 def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path, preset: str = "default",
@@ -156,7 +174,16 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     if not rels:
         raise ValueError(f"no {cfg.voice} clips with tokens in {data_dir}")
     harmonic = cfg.vocoder.source == "harmonic"
-    bank = ClipBank(data_dir, rels, tokens, pitch=harmonic)
+    encode_semantic = None
+    if cfg.gain_db:
+        if not cfg.tokenizer:
+            raise ValueError("gain_db re-encodes the semantic tokens: give tokenizer=DIR (the cache's tokenizer)")
+        from aqaa.tokenizer.model import DualTokenizer
+
+        tok = DualTokenizer.load(cfg.tokenizer)
+        tok.semantic.eval()
+        encode_semantic = torch.no_grad()(tok.encode_semantic)
+    bank = ClipBank(data_dir, rels, tokens, pitch=harmonic, encode_semantic=encode_semantic, gain_db=cfg.gain_db)
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=not torch.cuda.is_available())
