@@ -39,3 +39,28 @@ def test_chat_cli_with_model_folder(tiny_model, tmp_path):
     assert summary["engine"] == "aqaa" and summary["first_audio_ms"] > 0 and summary["audio_s"] > 0
     y, rate = sf.read(out)
     assert rate == 16_000 and abs(len(y) / rate - summary["audio_s"]) < 0.01
+
+
+def test_transcribing_model_streams_and_reports_what_it_heard(tiny_model, speech, tmp_path):
+    """A model whose rhythm transcribes the query: the transcript is `query_text`, never the spoken answer's text,
+    and the conversation's cache still holds the whole answer (transcript included)."""
+    import shutil
+
+    from aqaa.serve.engine import AqaaSession
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    cfg_path = folder / "lm" / "aqaa_lm.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["rhythm"]["transcribe_query"] = True
+    cfg_path.write_text(json.dumps(cfg))
+    s = AqaaSession(folder)
+    samples, _ = speech
+    result = s.answer(samples)
+    assert result.audio_s > 0 and isinstance(result.query_text, str)
+    v = s.lm.vocab
+    answer = s.state.answer
+    assert answer[0] == v.ctrl["asr"] and v.ctrl["tts"] in answer
+    heard = answer[1: answer.index(v.ctrl["tts"])]
+    assert result.query_text == v.decode_text(heard)
+    assert s.history[-1][1] == answer
