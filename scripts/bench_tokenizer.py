@@ -246,13 +246,13 @@ def main() -> None:
                       "agreement_linguistic": round(float(np.mean(agree_l)), 4),
                       "agreement_semantic": round(float(np.mean(agree_s)), 4)},
         "health": {
-            "linguistic": {"train": codebook_health([c[0] for c in train_codes], kl), "held_out": codebook_health([c[0] for c in test_codes], kl)},
-            "semantic": {"train": codebook_health([c[1] for c in train_codes], ks), "held_out": codebook_health([c[1] for c in test_codes], ks)},
+            name: {"train": codebook_health([c[idx] for c in train_codes], k),
+                   "held_out": codebook_health([c[idx] for c in test_codes], k)}
+            for name, idx, k in (("linguistic", 0, kl), ("semantic", 1, ks))
         },
     }
     probes = {}
-    code_vectors = {"linguistic": tok.linguistic.centroids.numpy(),
-                    "semantic": tok.semantic.code_vectors().detach().numpy()}
+    code_vectors = stream_code_vectors(tok)
     for name, idx, k, up in () if args.skip_probes else (("linguistic", 0, kl, 3), ("semantic", 1, ks, 2)):
         tr = [(c[idx], c[2]["text"]) for c in train_codes]
         te = [(c[idx], c[2]["text"]) for c in test_codes]
@@ -269,15 +269,21 @@ def main() -> None:
     print(markdown(report))
 
 
-def prosody_only(tok: DualTokenizer, folder: str, data: Path, train_rows: list[dict], test_rows: list[dict], out: Path) -> None:
+def stream_code_vectors(tok: DualTokenizer) -> dict[str, np.ndarray]:
+    """The vector behind each code of each stream (k-means centroids; the VQ/FSQ codebook)."""
+    return {"linguistic": tok.linguistic.centroids.numpy(), "semantic": tok.semantic.code_vectors().detach().numpy()}
+
+
+def prosody_only(tok: DualTokenizer, folder: str, data: Path, train_rows: list[dict], test_rows: list[dict],
+                 out: Path) -> None:
     from aqaa.tokenizer.interleave import pad_to_groups
 
-    vectors = {"linguistic": tok.linguistic.centroids.numpy(), "semantic": tok.semantic.code_vectors().detach().numpy()}
+    vectors = stream_code_vectors(tok)
     encoded = {}
     for part, rows in (("train", train_rows), ("test", test_rows)):
         rows = [r for r in rows if r["label"]]
-        codes = [(tok.encode_linguistic(pad_to_groups(x := load(data / r["audio"]))), tok.encode_semantic(pad_to_groups(x)))
-                 for r in tqdm(rows, desc=f"encode labelled {part}")]
+        codes = [(tok.encode_linguistic(pad_to_groups(x := load(data / r["audio"]))),
+                  tok.encode_semantic(pad_to_groups(x))) for r in tqdm(rows, desc=f"encode labelled {part}")]
         encoded[part] = (codes, [r["label"] for r in rows])
     report = {"tokenizer": folder, "probes": {}}
     for idx, name in enumerate(("linguistic", "semantic")):

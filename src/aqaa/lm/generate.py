@@ -246,4 +246,5 @@ def generate_answer(gen: Generator, prompt_ids: list[int]) -> dict:
         elif ev.kind == "group":
             lin += ev.linguistic
             sem += ev.semantic
-    return {"text": gen.vocab.decode_text(text_ids), "heard": gen.vocab.decode_text(heard_ids), "linguistic": lin, "semantic": sem, "ids": state.answer}
+    return {"text": gen.vocab.decode_text(text_ids), "heard": gen.vocab.decode_text(heard_ids), "linguistic": lin,
+            "semantic": sem, "ids": state.answer}

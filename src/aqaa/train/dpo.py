@@ -72,14 +72,16 @@ def build_pairs(data_dir: Path, tokens: dict, lm: AudioLM, split: str = "train",
             other_item, other = rng.choice(turns)
         o_text, o_audio = v.encode_text(other["answer"]["text"]), audio(other["answer"]["audio"])
         if "wrong_content" in kinds:
-            pairs.append({"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": answer_ids(v, o_text, o_audio, rhythm, heard),
+            pairs.append({"prompt_ids": p, "chosen_ids": chosen,
+                          "rejected_ids": answer_ids(v, o_text, o_audio, rhythm, heard),
                           "kind": "wrong_content", "id": item["id"]})
         if "ignored_control" in kinds and turn.get("control") and turn.get("neutral", {}).get("audio") in tokens:
             pairs.append({"prompt_ids": p, "chosen_ids": chosen,
                           "rejected_ids": answer_ids(v, text, audio(turn["neutral"]["audio"]), rhythm, heard),
                           "kind": "ignored_control", "id": item["id"]})
         if "audio_mismatch" in kinds:
-            pairs.append({"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": answer_ids(v, text, o_audio, rhythm, heard),
+            pairs.append({"prompt_ids": p, "chosen_ids": chosen,
+                          "rejected_ids": answer_ids(v, text, o_audio, rhythm, heard),
                           "kind": "audio_mismatch", "id": item["id"]})
     return pairs
 
