@@ -75,6 +75,32 @@ def test_generation_is_well_formed_streams_groups_and_forks(tiny_lm):
     assert generate_answer(greedy, prompt)["ids"] == a.answer
 
 
+def test_transcribe_writes_only_text_and_stops_at_eos(tiny_lm, monkeypatch):
+    v = tiny_lm.vocab
+    gen = Generator(tiny_lm)
+    audio = v.audio_group_ids([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])
+    seen: list[list[int]] = []
+    forward = tiny_lm.model.forward
+
+    def spy(*a, **k):
+        seen.append(k["input_ids"][0].tolist())
+        return forward(*a, **k)
+
+    monkeypatch.setattr(tiny_lm.model, "forward", spy)
+    text = gen.transcribe(audio, max_tokens=5)
+    assert seen[0] == [v.ctrl["bos"], v.ctrl["audio_start"], *audio, v.ctrl["audio_end"], v.ctrl["asr"]]
+    assert all(v.is_text(t[0]) for t in seen[1:]) and len(seen) - 1 <= 5  # only text ids are fed back
+    assert text == gen.transcribe(audio, max_tokens=5)  # greedy
+
+    def eos_first(*a, **k):  # a model that ends at once transcribes nothing
+        out = forward(*a, **k)
+        out.logits[..., v.ctrl["eos"]] = 1e4
+        return out
+
+    monkeypatch.setattr(tiny_lm.model, "forward", eos_first)
+    assert gen.transcribe(audio) == ""
+
+
 def test_transcribing_rhythm_writes_what_it_heard_first(tiny_lm):
     v, rhythm = tiny_lm.vocab, AnswerRhythm(transcribe_query=True)
     heard, text = v.encode_text("What is the capital of Japan?"), v.encode_text("Tokyo.")
@@ -98,6 +124,41 @@ def test_transcribing_rhythm_writes_what_it_heard_first(tiny_lm):
     assert all(v.is_text(i) for i in out["ids"][1: n_heard + 1])
     assert out["heard"] == v.decode_text(out["ids"][1: n_heard + 1])
     assert out["ids"][-2:] == [v.ctrl["audio_end"], v.ctrl["end_turn"]]
+
+
+def test_linguistic_embeddings_start_at_the_tokenizer_centroids(tiny_corpus):
+    from aqaa.tokenizer.model import DualTokenizer
+    from aqaa.train.lm import _init_model
+
+    centroids = DualTokenizer.load(tiny_corpus["tokenizer"]).linguistic.centroids
+    cfg = stage_config("stage1", "tiny", [f"linguistic_init={tiny_corpus['tokenizer']}"])
+    seeded = _init_model(cfg, tiny_corpus["root"], tiny_corpus["data"])
+    plain = _init_model(stage_config("stage1", "tiny"), tiny_corpus["root"], tiny_corpus["data"])
+    lo, n = seeded.vocab.l_range[0], centroids.shape[0]
+    a, b = seeded.model.get_input_embeddings().weight, plain.model.get_input_embeddings().weight
+    assert torch.equal(a[:lo], b[:lo]) and torch.equal(a[lo + n:], b[lo + n:])  # only the used <l_k> rows move
+
+    def distances(x):
+        return torch.pdist(x.detach().float())
+
+    d_seed, d_cent = distances(a[lo: lo + n]), distances(centroids)
+    assert torch.corrcoef(torch.stack([d_seed, d_cent]))[0, 1] > 0.9  # the acoustic neighbourhoods carry over
+    assert abs(a[lo: lo + n].std() / b[lo: lo + n].std() - 1) < 0.1  # at the scale of the other embeddings
+
+
+def test_asr_documents_can_train_their_transcript_alone(tiny_lm):
+    from aqaa.errors import AqaaInputError
+    from aqaa.lm.format import document, transcript_loss_only
+
+    v = tiny_lm.vocab
+    text, audio = v.encode_text("Hello there."), v.audio_group_ids([1, 2], [3, 4, 5])
+    doc = document(v, "asr", text, audio)
+    only = transcript_loss_only(doc, v.ctrl["asr"])
+    trained = [i for i, m in zip(only.ids, only.loss) if m]
+    assert only.ids == doc.ids and trained == [*text, v.ctrl["eos"]]
+    assert sum(doc.loss) == len(doc) - 1  # the default still trains every id but the first
+    with pytest.raises(AqaaInputError, match="asr_loss"):
+        stage_config("stage1", "tiny", ["asr_loss=audio"])
 
 
 def _losses(folder) -> list[tuple[int, float]]:

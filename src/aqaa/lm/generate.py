@@ -206,6 +206,25 @@ class Generator:
             probs = probs * keep
         return int(idx[torch.multinomial(probs, 1, generator=self._gen)])
 
+    @torch.inference_mode()
+    def transcribe(self, audio_ids: list[int], max_tokens: int = 64) -> str:
+        """The LM's own stage-1 ASR task (`<|bos|>` audio `<|asr|>` -> text `<|eos|>`), greedy: a probe of how well
+        the backbone hears the query, which every answer depends on."""
+        from aqaa.lm.format import audio_block
+
+        c = self.vocab.ctrl
+        state = self.feed(self.new_state(), [c["bos"], *audio_block(self.vocab, audio_ids), c["asr"]])
+        allowed = self.grammar.masks["text"].clone()
+        allowed[c["text_end"]], allowed[c["eos"]] = False, True
+        out: list[int] = []
+        while len(out) < max_tokens:
+            token = self._sample(state.logits, allowed, 0.0)
+            if token == c["eos"]:
+                break
+            out.append(token)
+            self.feed(state, [token])
+        return self.vocab.decode_text(out)
+
     def answer(self, state: DecodeState) -> Iterator[Event]:
         """Generate one assistant turn from `state` (whose context must end with `<|assistant|>`)."""
         state.grammar, state.group, state.answer = self.grammar.start(), [], []

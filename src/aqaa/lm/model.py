@@ -106,5 +106,20 @@ class AudioLM:
         model.eval()
         return cls(model, Vocab.load(folder), cfg)
 
+    @torch.no_grad()
+    def seed_linguistic_embeddings(self, centroids: torch.Tensor) -> None:
+        """Start `<l_k>` at linguistic code k's k-means centroid, projected on its top principal axes to the model
+        width and scaled to the embeddings' spread: codes that sound alike then start close, which ASR would
+        otherwise have to discover from data."""
+        emb = self.model.get_input_embeddings().weight
+        c = centroids.float() - centroids.float().mean(0)
+        width = min(emb.shape[1], *c.shape)
+        _, _, v = torch.linalg.svd(c, full_matrices=False)
+        x = torch.zeros(c.shape[0], emb.shape[1])
+        x[:, :width] = c @ v[:width].T
+        x = x * (emb.std() / x.std())
+        lo = self.vocab.l_range[0]
+        emb[lo: lo + c.shape[0]] = x.to(emb.dtype)
+
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

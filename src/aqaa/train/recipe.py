@@ -31,6 +31,7 @@ class RecipeConfig:
     sft: list = field(default_factory=lambda: ["steps=250", "batch=16"])
     dpo: list = field(default_factory=lambda: ["steps=100", "batch=4", "grad_accum=2", "lr=5e-5"])
     vocoder: list = field(default_factory=lambda: ["steps=6000", "energy_weight=1.0"])
+    linguistic_init: bool = True  # stage 1 seeds the <l_k> embeddings from the recipe's tokenizer centroids
     merge_limit: int = 40
     eval_limit: int = 0  # 0: the whole test split
 
@@ -129,7 +130,10 @@ class Recipe:
     def _lm_stage(self, stage: str) -> None:
         from aqaa.train.lm import stage_config, train_stage
 
-        cfg = stage_config(stage, self.cfg.lm_preset, getattr(self.cfg, stage))
+        overrides = list(getattr(self.cfg, stage))
+        if stage == "stage1" and self.cfg.linguistic_init:
+            overrides.insert(0, f"linguistic_init={self.out / 'tokenizer'}")
+        cfg = stage_config(stage, self.cfg.lm_preset, overrides)
         train_stage(cfg, self.data, self._tokens_path(), self.out / "lm")
 
     def _run_stage1(self) -> None:

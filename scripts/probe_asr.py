@@ -1,0 +1,99 @@
+"""How well does a backbone hear? Its own ASR task (`Generator.transcribe`) on held-out SpokenQA queries.
+
+    .venv/bin/python scripts/probe_asr.py --model runs/recipe-default/lm/stage1/model [--model ...] \
+        --data data/spokenqa --tokens runs/tokens/tokens.jsonl --limit 100 --out reports/asr_probe.json
+
+Every answer starts from what the model heard, and knowledge questions hinge on one word (a country, a capital), so
+beside WER this reports *entity recall*: the share of knowledge queries whose named entity (the capitalised words
+after the first) appears in the transcript. Reads cached tokens; no audio is decoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from aqaa.data.tokens import load_tokens
+from aqaa.eval.text import normalize, wer
+from aqaa.lm.format import document, transcript_loss_only
+from aqaa.lm.generate import Generator
+from aqaa.lm.model import AudioLM
+
+
+def entities(text: str) -> list[str]:
+    """Capitalised words after the sentence's first word: the country or city a knowledge query names."""
+    words = re.findall(r"[A-Za-z']+", text)[1:]
+    return [w for w in words if w[0].isupper() and w != "I"]
+
+
+@torch.inference_mode()
+def transcript_nll(lm: AudioLM, audio_ids: list[int], text: str) -> float:
+    """Teacher-forced loss of the true transcript (nats per text token): moves long before greedy output does."""
+    doc = transcript_loss_only(document(lm.vocab, "asr", lm.vocab.encode_text(text), audio_ids), lm.vocab.ctrl["asr"])
+    ids = torch.tensor([doc.ids])
+    logits = lm.model(input_ids=ids).logits[0, :-1].float()
+    mask = torch.tensor(doc.loss[1:], dtype=torch.bool)
+    return float(torch.nn.functional.cross_entropy(logits[mask], ids[0, 1:][mask]))
+
+
+def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
+    lm = AudioLM.load(model_dir)
+    gen = Generator(lm)
+    rows, t0 = [], time.perf_counter()
+    for q in tqdm(queries, desc=Path(model_dir).parent.name or model_dir):
+        row = tokens[q["audio"]]
+        audio = lm.vocab.audio_group_ids(row["linguistic"], row["semantic"])
+        hyp, nll = gen.transcribe(audio), transcript_nll(lm, audio, q["text"])
+        ents = entities(q["text"]) if q["category"] == "knowledge" else []
+        hit = all(f" {normalize(e)} " in f" {normalize(hyp)} " for e in ents)
+        rows.append({"id": q["id"], "category": q["category"], "text": q["text"], "heard": hyp,
+                     "wer": wer(q["text"], hyp), "nll": round(nll, 4), "entities": ents, "entity_heard": hit if ents else None})
+    by_cat: dict[str, list[float]] = {}
+    for r in rows:
+        by_cat.setdefault(r["category"], []).append(r["wer"])
+    ent = [r["entity_heard"] for r in rows if r["entity_heard"] is not None]
+    return {"model": model_dir, "n": len(rows), "wer": round(statistics.mean(r["wer"] for r in rows), 3),
+            "transcript_nll": round(statistics.mean(r["nll"] for r in rows), 3),
+            "wer_by_category": {k: round(statistics.mean(v), 3) for k, v in sorted(by_cat.items())},
+            "entity_recall": round(sum(ent) / len(ent), 3) if ent else None, "n_entity_queries": len(ent),
+            "seconds": round(time.perf_counter() - t0, 1), "examples": rows[:12], "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", action="append", required=True)
+    ap.add_argument("--data", default="data/spokenqa")
+    ap.add_argument("--tokens", default="runs/tokens/tokens.jsonl")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--out", default="reports/asr_probe.json")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    data = Path(args.data)
+    tokens = load_tokens(args.tokens, data)
+    queries = []
+    for line in (data / f"{args.split}.jsonl").read_text().splitlines()[: args.limit]:
+        item = json.loads(line)
+        q = item["turns"][-1]["query"]  # the question itself (earlier turns of a multi-turn item are statements)
+        if q["audio"] in tokens:
+            queries.append({"id": item["id"], "category": item["category"], "audio": q["audio"], "text": q["text"]})
+    results = [probe(m, queries, tokens) for m in args.model]
+    for r in results:
+        print(f"{r['model']}: WER {r['wer']}, transcript NLL {r['transcript_nll']}, entity recall {r['entity_recall']} "
+              f"({r['n_entity_queries']} knowledge queries), {r['seconds']} s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"split": args.split, "n": len(queries), "results": results}, indent=1))
+    tmp.replace(out)
+
+
+if __name__ == "__main__":
+    main()
