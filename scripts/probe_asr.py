@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from aqaa.data.tokens import load_tokens
 from aqaa.eval.text import normalize, wer
-from aqaa.lm.format import document, transcript_loss_only
+from aqaa.lm.format import document
 from aqaa.lm.generate import Generator
 from aqaa.lm.model import AudioLM
 
@@ -36,10 +36,10 @@ def entities(text: str) -> list[str]:
 @torch.inference_mode()
 def transcript_nll(lm: AudioLM, audio_ids: list[int], text: str) -> float:
     """Teacher-forced loss of the true transcript (nats per text token): moves long before greedy output does."""
-    doc = transcript_loss_only(document(lm.vocab, "asr", lm.vocab.encode_text(text), audio_ids), lm.vocab.ctrl["asr"])
+    doc = document(lm.vocab, "asr", lm.vocab.encode_text(text), audio_ids)
     ids = torch.tensor([doc.ids])
     logits = lm.model(input_ids=ids).logits[0, :-1].float()
-    mask = torch.tensor(doc.loss[1:], dtype=torch.bool)
+    mask = torch.arange(1, len(doc.ids)) > doc.ids.index(lm.vocab.ctrl["asr"])  # the transcript and its <|eos|>
     return float(torch.nn.functional.cross_entropy(logits[mask], ids[0, 1:][mask]))
 
 

@@ -146,21 +146,6 @@ def test_linguistic_embeddings_start_at_the_tokenizer_centroids(tiny_corpus):
     assert abs(a[lo: lo + n].std() / b[lo: lo + n].std() - 1) < 0.1  # at the scale of the other embeddings
 
 
-def test_asr_documents_can_train_their_transcript_alone(tiny_lm):
-    from aqaa.errors import AqaaInputError
-    from aqaa.lm.format import document, transcript_loss_only
-
-    v = tiny_lm.vocab
-    text, audio = v.encode_text("Hello there."), v.audio_group_ids([1, 2], [3, 4, 5])
-    doc = document(v, "asr", text, audio)
-    only = transcript_loss_only(doc, v.ctrl["asr"])
-    trained = [i for i, m in zip(only.ids, only.loss) if m]
-    assert only.ids == doc.ids and trained == [*text, v.ctrl["eos"]]
-    assert sum(doc.loss) == len(doc) - 1  # the default still trains every id but the first
-    with pytest.raises(AqaaInputError, match="asr_loss"):
-        stage_config("stage1", "tiny", ["asr_loss=audio"])
-
-
 def _losses(folder) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 

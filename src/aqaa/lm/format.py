@@ -78,13 +78,6 @@ def answer_ids(vocab: Vocab, text_ids: list[int], audio_ids: list[int], rhythm: 
     return out + [c["audio_end"], c["end_turn"]]
 
 
-def transcript_loss_only(seq: Sequence, asr_id: int) -> Sequence:
-    """An ASR document trained on its transcript alone: the same utterance's audio is already an `audio` document,
-    and predicting ~125 audio ids again would outweigh the ~12 text ids that teach the model to hear."""
-    k = seq.ids.index(asr_id) + 1
-    return Sequence(seq.ids, [0] * k + seq.loss[k:])
-
-
 def audio_block(vocab: Vocab, audio_ids: list[int]) -> list[int]:
     return [vocab.ctrl["audio_start"], *audio_ids, vocab.ctrl["audio_end"]]
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from aqaa.data.tokens import load_tokens
-from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document, transcript_loss_only
+from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
 from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, shard_model
@@ -57,7 +57,6 @@ class StageConfig:
     mixed_precision: str = "no"  # "bf16" on GPUs
     stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
     gradient_checkpointing: bool = False
-    asr_loss: str = "all"  # "text": ASR documents train only their transcript (see `transcript_loss_only`)
     linguistic_init: str = ""  # stage 1 of a fresh model: a tokenizer folder whose centroids seed the <l_k> rows
     fsdp: bool = False  # shard parameters, gradients and optimizer state over the processes (FSDP2) instead of DDP
 
@@ -181,10 +180,7 @@ def stage_config(stage: str, preset: str, overrides: list[str] | None = None) ->
     cfg = StageConfig(stage=stage, lm=copy.deepcopy(PRESETS[preset]), mix=dict(MIXES[stage]))
     if preset == "smollm2":
         cfg.lr, cfg.batch = 2e-4, 8
-    cfg = apply_overrides(cfg, overrides or [])
-    if cfg.asr_loss not in ("all", "text"):
-        raise AqaaInputError(f"asr_loss={cfg.asr_loss!r}: 'all' or 'text'")
-    return cfg
+    return apply_overrides(cfg, overrides or [])
 
 
 def vocab_lines(data_dir: Path) -> list[str]:
@@ -300,10 +296,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     tok_count = 0
     while step < cfg.steps:
         mine = batch_plan(sizes, cfg.mix, cfg.batch, cfg.seed, step)[rank::world]  # this rank reads only its share
-        seqs = [parts[n][i] for n, i in mine]
-        if cfg.asr_loss == "text":
-            seqs = [transcript_loss_only(s, lm.vocab.ctrl["asr"]) if n == "asr" else s for s, (n, _) in zip(seqs, mine)]
-        batch = {k: v.to(acc.device) for k, v in collate(seqs, pad, cfg.max_len).items()}
+        batch = {k: v.to(acc.device) for k, v in collate([parts[n][i] for n, i in mine], pad, cfg.max_len).items()}
         with acc.autocast():
             loss, logged = token_loss(model, batch, acc)
         opt.zero_grad(set_to_none=True)
