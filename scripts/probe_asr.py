@@ -3,9 +3,10 @@
     .venv/bin/python scripts/probe_asr.py --model runs/recipe-default/lm/stage1/model [--model ...] \
         --data data/spokenqa --tokens runs/tokens/tokens.jsonl --limit 100 --out reports/asr_probe.json
 
-Every answer starts from what the model heard, and knowledge questions hinge on one word (a country, a capital), so
-beside WER this reports *entity recall*: the share of knowledge queries whose named entity (the capitalised words
-after the first) appears in the transcript. Reads cached tokens; no audio is decoded.
+Every answer starts from what the model heard, and knowledge questions hinge on one word (a country, a capital).
+Reported per model: greedy WER; the teacher-forced transcript loss with the audio and with the audio left out (the
+gap is what the model hears); and *entity recall*, the share of knowledge queries whose named entity (capitalised
+words after the first) appears in the transcript. Reads cached tokens; no audio is decoded.
 """
 
 from __future__ import annotations
@@ -51,16 +52,19 @@ def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
         row = tokens[q["audio"]]
         audio = lm.vocab.audio_group_ids(row["linguistic"], row["semantic"])
         hyp, nll = gen.transcribe(audio), transcript_nll(lm, audio, q["text"])
+        prior = transcript_nll(lm, [], q["text"])  # the same transcript with the audio left out
         ents = entities(q["text"]) if q["category"] == "knowledge" else []
         hit = all(f" {normalize(e)} " in f" {normalize(hyp)} " for e in ents)
         rows.append({"id": q["id"], "category": q["category"], "text": q["text"], "heard": hyp,
-                     "wer": wer(q["text"], hyp), "nll": round(nll, 4), "entities": ents, "entity_heard": hit if ents else None})
+                     "wer": wer(q["text"], hyp), "nll": round(nll, 4), "prior_nll": round(prior, 4),
+                     "entities": ents, "entity_heard": hit if ents else None})
     by_cat: dict[str, list[float]] = {}
     for r in rows:
         by_cat.setdefault(r["category"], []).append(r["wer"])
     ent = [r["entity_heard"] for r in rows if r["entity_heard"] is not None]
     return {"model": model_dir, "n": len(rows), "wer": round(statistics.mean(r["wer"] for r in rows), 3),
             "transcript_nll": round(statistics.mean(r["nll"] for r in rows), 3),
+            "prior_nll": round(statistics.mean(r["prior_nll"] for r in rows), 3),
             "wer_by_category": {k: round(statistics.mean(v), 3) for k, v in sorted(by_cat.items())},
             "entity_recall": round(sum(ent) / len(ent), 3) if ent else None, "n_entity_queries": len(ent),
             "seconds": round(time.perf_counter() - t0, 1), "examples": rows[:12], "rows": rows}
@@ -86,7 +90,8 @@ def main() -> None:
             queries.append({"id": item["id"], "category": item["category"], "audio": q["audio"], "text": q["text"]})
     results = [probe(m, queries, tokens) for m in args.model]
     for r in results:
-        print(f"{r['model']}: WER {r['wer']}, transcript NLL {r['transcript_nll']}, entity recall {r['entity_recall']} "
+        print(f"{r['model']}: WER {r['wer']}, transcript NLL {r['transcript_nll']} (no audio {r['prior_nll']}), "
+              f"entity recall {r['entity_recall']} "
               f"({r['n_entity_queries']} knowledge queries), {r['seconds']} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
