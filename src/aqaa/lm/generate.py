@@ -210,10 +210,11 @@ class Generator:
     def transcribe(self, audio_ids: list[int], max_tokens: int = 64) -> str:
         """The LM's own stage-1 ASR task (`<|bos|>` audio `<|asr|>` -> text `<|eos|>`), greedy: a probe of how well
         the backbone hears the query, which every answer depends on."""
-        from aqaa.lm.format import audio_block
+        from aqaa.lm.format import document
 
         c = self.vocab.ctrl
-        state = self.feed(self.new_state(), [c["bos"], *audio_block(self.vocab, audio_ids), c["asr"]])
+        prompt = document(self.vocab, "asr", [], audio_ids).ids[:-1]  # the stage-1 ASR document up to its text
+        state = self.feed(self.new_state(), prompt)
         allowed = self.grammar.masks["text"].clone()
         allowed[c["text_end"]], allowed[c["eos"]] = False, True
         out: list[int] = []
