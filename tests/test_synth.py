@@ -78,3 +78,18 @@ def test_control_items_render_neutral_and_opposite(tmp_path):
     for key in ("answer", "neutral", "opposite"):
         assert (tmp_path / turn[key]["audio"]).is_file()
     assert rec["control"] == turn["control"] and rec["control"]["axis"] in ("rate", "volume", "pitch")
+
+
+def test_hearing_sentences_put_entities_in_new_contexts_in_query_voices():
+    from aqaa.data.lexicon import COUNTRIES
+    from aqaa.data.sentences import fact_sentences, plural
+    from aqaa.data.synth import plan_hearing
+
+    plans = plan_hearing(400, seed=3)
+    assert plans == plan_hearing(400, seed=3) and plans[0].id == "hear-000000"
+    assert {p.render.voice for p in plans} <= set(TRAIN_VOICES) - {"joe"}
+    texts = [p.text for p in plans]
+    assert len(set(texts)) > 390 and not set(texts) & set(fact_sentences())
+    named = {c for c, cap, _ in COUNTRIES for t in texts if c in t or cap in t}
+    assert len(named) > 50  # most countries, each in a sentence of its own kind
+    assert [plural(w) for w in ("library", "goldfish", "bus", "day")] == ["libraries", "goldfish", "buses", "days"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from aqaa.data.lexicon import COLOURS, COUNTRIES, DAYS, MONTHS, NAMES, PETS
+from aqaa.data.lexicon import COLOUR_NAMES, COLOURS, COUNTRIES, DAYS, MONTHS, NAMES, PETS
 from aqaa.eval.text import number_words
 
 _ADJ = ("small big old young quiet busy happy tired bright dark warm cold gentle clever brave careful famous "
@@ -50,6 +50,75 @@ def grammar_sentence(rng: random.Random) -> str:
         s = f"{who} went to {rng.choice(_PLACE)} {rng.choice(_TIME)} and {rng.choice(_VERB_I)}"
     else:
         s = f"{_np(rng)} is {rng.choice(_ADJ)} and {rng.choice(_ADJ)}"
+    return s[0].upper() + s[1:] + "."
+
+
+_CONTINENTS = sorted({c[2] for c in COUNTRIES})
+_TRAVEL = "flew to|drove to|moved to|sailed to|walked to|took a train to|sent a letter to|called a friend in".split("|")
+_ASK = ["Is it true that", "Did you know that", "I heard that", "Somebody told me that", "Do you think that",
+        "Please remember that", "It seems that", "Can you believe that"]
+_QUANT = ["the sum of the bill was {n} dollars", "the product of the farm was {n} baskets", "{n} is a larger number "
+          "than {m}", "{n} is greater than {m}", "{m} is lower than {n}", "{n} take away {m} is what is left",
+          "the answer was {n}, not {m}", "we need {n} more {noun}", "the team won by {n} points",
+          "the bus number is {n}", "room {n} is next to room {m}"]
+
+
+def plural(noun: str) -> str:
+    if noun in ("goldfish", "fish", "sheep"):
+        return noun
+    if noun.endswith("y") and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "es" if noun.endswith(("s", "sh", "ch", "x")) else noun + "s"
+
+
+def _when(rng: random.Random) -> str:
+    return rng.choice([f"on {rng.choice(DAYS)}", f"in {rng.choice(MONTHS)}"])
+
+
+def _place(rng: random.Random) -> str:
+    country, capital, continent = rng.choice(COUNTRIES)
+    return rng.choice([country, capital, capital, continent, f"{capital} in {country}"])
+
+
+def hearing_sentence(rng: random.Random) -> str:
+    """A sentence that puts SpokenQA's entities (countries, capitals, continents, numbers, days, months, colours,
+    pets, names) into contexts the question templates and facts never use, so that stage-1 ASR hears each entity
+    in many surroundings and voices instead of memorising it as part of one sentence."""
+    who = rng.choice(NAMES) if rng.random() < 0.6 else _np(rng)
+    n, m = rng.randint(0, 100), rng.randint(0, 100)
+    kind = rng.randrange(10)
+    if kind == 0:
+        s = f"{who} {rng.choice(_TRAVEL)} {_place(rng)} {rng.choice(_TIME)}"
+    elif kind == 1:
+        s = f"{who} {rng.choice(_VERB_T)} {number_words(n)} {plural(rng.choice(_NOUN))} in {_place(rng)}"
+    elif kind == 2:
+        s = f"{who} has a {rng.choice(COLOUR_NAMES)} {rng.choice(PETS)} and {number_words(n)} {plural(rng.choice(_NOUN))}"
+    elif kind == 3:
+        ask = rng.choice(_ASK)
+        s = f"{ask} {who} {rng.choice(_VERB_I)} in {_place(rng)} on {rng.choice(DAYS)}"
+        if ask.startswith(("Is", "Did", "Do", "Can")):
+            return s[0].upper() + s[1:] + "?"
+    elif kind == 4:
+        s = f"the {rng.choice(_NOUN)} from {_place(rng)} is {rng.choice(COLOUR_NAMES)} and {rng.choice(_ADJ)}"
+    elif kind == 5:
+        q = rng.choice(_QUANT).format(n=number_words(n), m=number_words(m), noun=plural(rng.choice(_NOUN)))
+        s = f"{_when(rng)} {q}"
+    elif kind == 6:
+        a, b = rng.sample(COUNTRIES, 2)
+        s = f"{who} went from {a[rng.randrange(2)]} to {b[rng.randrange(2)]} and {rng.choice(_VERB_I)} {rng.choice(_ADV)}"
+    elif kind == 7:
+        s = rng.choice(["where did {who} go on {day}", "how many {nouns} did {who} see in {place}",
+                        "which {noun} does {who} like in {place}", "when will {who} fly to {place}",
+                        "who told {who} about {place}", "what did {who} buy in {place} in {month}",
+                        "can you tell me why {who} left {place}", "do you know if {who} lives in {place}",
+                        "is {place} far from {place2}", "what is the weather like in {place} in {month}"]).format(
+            who=who, day=rng.choice(DAYS), noun=rng.choice(_NOUN), nouns=plural(rng.choice(_NOUN)), place=_place(rng), place2=_place(rng),
+            month=rng.choice(MONTHS))
+        return s[0].upper() + s[1:] + "?"
+    elif kind == 8:
+        s = f"{who} paints {rng.choice(COLOURS)[0]} {rng.choice(COLOUR_NAMES)} every {rng.choice(DAYS)} in {rng.choice(MONTHS)}"
+    else:
+        s = f"{number_words(n)} {plural(rng.choice(_NOUN))} and {number_words(m)} {plural(rng.choice(PETS))} live near {_place(rng)}"
     return s[0].upper() + s[1:] + "."
 
 

@@ -23,6 +23,7 @@ class RecipeConfig:
     vocoder_preset: str = "default"
     n: int = 2000  # SpokenQA dialogues (6.85 h of audio with the sentences: 13 min on 2 cores)
     sentences: int = 5000
+    hearing: int = 4000  # entity-rich sentences in query voices (stage-1 ASR breadth; reports/asr_probe.md)
     seed: int = 1
     tokenizer: list = field(default_factory=list)  # key=value overrides per stage
     stage1: list = field(default_factory=lambda: ["steps=2000"])
@@ -38,7 +39,7 @@ class RecipeConfig:
 
 RECIPES = {
     "default": RecipeConfig(),
-    "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4,
+    "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4, hearing=2,
                          seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"], stage2=["steps=2", "batch=2"],
                          stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
                          dpo=["steps=2", "batch=2", "grad_accum=1", "save_every=2"],
@@ -70,7 +71,11 @@ class Recipe:
     def done(self, stage: str) -> bool:
         if stage == "data":
             path = self.paths["data"]
-            return path.exists() and json.loads(path.read_text()).get("n") == self.cfg.n
+            made = json.loads(path.read_text()) if path.exists() else {}
+            return (made.get("n"), made.get("hearing", 0)) == (self.cfg.n, self.cfg.hearing)
+        if stage == "tokens":  # the cache covers the data it was made for (data grown later re-runs the stage)
+            path = self.paths["tokens"]
+            return path.exists() and json.loads(path.read_text()).get("hearing", 0) == self.cfg.hearing
         return self.paths[stage].exists()
 
     def status(self) -> list[dict]:
@@ -114,7 +119,7 @@ class Recipe:
     def _run_data(self) -> None:
         from aqaa.data.synth import synth
 
-        synth(self.data, self.cfg.n, self.cfg.seed, sentences=self.cfg.sentences)
+        synth(self.data, self.cfg.n, self.cfg.seed, sentences=self.cfg.sentences, hearing=self.cfg.hearing)
 
     def _run_tokenizer(self) -> None:
         from aqaa.train.tokenizer import train_tokenizer
@@ -125,7 +130,7 @@ class Recipe:
         from aqaa.data.tokens import encode_corpus
 
         encode_corpus(self.data, self.out / "tokenizer", self.out / "tokens")
-        self.paths["tokens"].write_text(json.dumps({"complete": True}))
+        self.paths["tokens"].write_text(json.dumps({"complete": True, "hearing": self.cfg.hearing}))
 
     def _lm_stage(self, stage: str) -> None:
         from aqaa.train.lm import stage_config, train_stage
