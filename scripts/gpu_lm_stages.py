@@ -3,7 +3,8 @@
 A GPU machine lent for a few minutes has no TTS voices, Whisper or audio corpus: it gets a *bundle* (the SpokenQA
 manifests and text, the token cache, the tokenizer's linguistic k-means) and runs exactly the recipe's LM stages on
 it (`Recipe.run(until="sft")`, same configs and batches as on 2 CPU cores), times them, probes the stage-1 model's
-hearing on the test split (`scripts/probe_asr.py`), and, while time is left, trains a longer stage-1 arm.
+hearing (`scripts/probe_asr.py`: test queries, held-out hearing sentences), and, while time is left, trains a longer
+stage-1 arm. What comes back is packed as <= 15 MiB tar parts, the models first.
 
     python scripts/gpu_lm_stages.py pack --data data/spokenqa --tokenizer runs/tok --tokens runs/tokens --out .gpu
     python scripts/gpu_lm_stages.py run --bundle .gpu --work /tmp/r --out $OUT --budget-s 480   # on the GPU box
@@ -52,10 +53,10 @@ def save_half(model_dir: Path, dest: Path) -> None:
     save_file({k: v.half() for k, v in weights.items()}, dest / "model.safetensors", metadata={"format": "pt"})
 
 
-def probe(model: Path, bundle: Path, tokens: Path, out: Path) -> dict:
+def probe(model: Path, bundle: Path, tokens: Path, out: Path, source: str = "queries") -> dict:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_asr.py"), "--model", str(model), "--data",
                     str(bundle / "data"), "--tokens", str(tokens), "--split", "test", "--limit", "100",
-                    "--out", str(out)], check=True)
+                    "--source", source, "--out", str(out)], check=True)
     got = json.loads(out.read_text())["results"][0]
     return {k: got.get(k) for k in ("wer", "transcript_nll", "prior_nll", "entity_recall", "n_entity_queries")}
 
@@ -66,40 +67,54 @@ def send(folder: Path, out: Path, name: str, summary: dict) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
-def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_steps: int) -> None:
+def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_steps: int,
+        stage1_steps: int = 0) -> None:
     import torch
 
     from aqaa.train.recipe import Recipe
 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    ship = work / "ship"  # what comes back, packed into a few <= 15 MiB parts
-    ship.mkdir(parents=True, exist_ok=True)
     for sub in ("tokenizer", "tokens"):
         if not (work / sub).exists():
             shutil.copytree(bundle / sub, work / sub)
     recipe = Recipe("default", work, bundle / "data")
+    made = json.loads((bundle / "data" / "synth.json").read_text())  # the bundle's data is what the recipe made
+    recipe.cfg = dataclasses.replace(recipe.cfg, n=made["n"], hearing=made.get("hearing", 0))
+    if stage1_steps:
+        recipe.cfg = dataclasses.replace(recipe.cfg, stage1=[f"steps={stage1_steps}"])
     if smoke:
         small = ["steps=2", "batch=2"]
         recipe.cfg = dataclasses.replace(recipe.cfg, stage1=small, stage2=small, stage3=small, sft=small)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    summary: dict = {"device": device, "torch": torch.__version__}
+    summary: dict = {"device": device, "torch": torch.__version__, "stage1": recipe.cfg.stage1}
+    lm, tokens = work / "lm", work / "tokens" / "tokens.jsonl"
+
+    # stage 1, its hearing (unseen voices + phrasings; unseen sentences in training voices), then the model home
+    recipe.run(until="stage1")
+    for source in ("queries", "hearing"):
+        summary[f"probe_stage1_{source}"] = probe(lm / "stage1" / "model", bundle, tokens,
+                                                  out / f"probe_stage1_{source}.json", source)
+    s1 = work / "ship_stage1"
+    save_half(lm / "stage1" / "model", s1 / "stage1_fp16")
+    shutil.copy2(lm / "stage1" / "metrics.jsonl", s1 / "metrics_stage1.jsonl")
+    send(s1, out, "stage1", summary)
+
+    # stages 2, 3 and SFT: the SFT model whole (DPO continues from it), stage 3 as the merge's base
     log = recipe.run(until="sft")
     summary["recipe_wall_s"] = {k: log["wall_s"].get(k) for k in ("stage1", "stage2", "stage3", "sft")}
-    lm, tokens = work / "lm", work / "tokens" / "tokens.jsonl"
+    ship = work / "ship"
     save_half(lm / "stage3" / "model", ship / "stage3_fp16")  # the merge's base: half precision is plenty
     shutil.copytree(lm / "sft" / "model", ship / "sft")
-    for stage in ("stage1", "stage2", "stage3", "sft"):
+    for stage in ("stage2", "stage3", "sft"):
         shutil.copy2(lm / stage / "metrics.jsonl", ship / f"metrics_{stage}.jsonl")
-    send(ship, out, "recipe", summary)  # the models first: a probe that overruns loses nothing
-    summary["probe_stage1"] = probe(lm / "stage1" / "model", bundle, tokens, out / "probe_stage1.json")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    send(ship, out, "recipe", summary)
 
     # a longer stage 1 while time is left: steps sized by the rate stage 1 just ran at
-    rate = (2 if smoke else 2000) / max(1e-6, summary["recipe_wall_s"]["stage1"])
+    rate = int(recipe.cfg.stage1[0].split("=")[1]) / max(1e-6, summary["recipe_wall_s"]["stage1"])
     left = budget_s - (time.perf_counter() - t_start) - 60  # the probe and packing after it
     steps = 2 if smoke else min(long_steps, int(rate * left) // 100 * 100)
-    if steps >= (2 if smoke else 2500):
+    if long_steps and steps >= (2 if smoke else 2500):
         from aqaa.train.lm import stage_config, train_stage
 
         cfg = stage_config("stage1", "default", [f"steps={steps}", f"linguistic_init={work / 'tokenizer'}"] +
@@ -132,12 +147,13 @@ def main() -> None:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--budget-s", type=float, default=480)
     r.add_argument("--long-steps", type=int, default=8000)
+    r.add_argument("--stage1-steps", type=int, default=0, help="stage 1 steps (default: the recipe's)")
     r.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
     if a.cmd == "pack":
         pack(a.data, a.tokenizer, a.tokens, a.out)
     else:
-        run(a.bundle, a.work, a.out, a.budget_s, a.smoke, a.long_steps)
+        run(a.bundle, a.work, a.out, a.budget_s, a.smoke, a.long_steps, a.stage1_steps)
 
 
 if __name__ == "__main__":

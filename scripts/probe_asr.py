@@ -7,6 +7,10 @@ Every answer starts from what the model heard, and knowledge questions hinge on 
 Reported per model: greedy WER; the teacher-forced transcript loss with the audio and with the audio left out (the
 gap is what the model hears); and *entity recall*, the share of knowledge queries whose named entity (capitalised
 words after the first) appears in the transcript. Reads cached tokens; no audio is decoded.
+
+`--source hearing` probes the held-out (valid) hearing sentences instead (`aqaa data synth --hearing`): unseen
+sentences in the *training* voices, so the gap to the test queries separates new words from new voices; there
+entity recall covers every capitalised word after the first (names, countries, cities, days, months).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
         audio = lm.vocab.audio_group_ids(row["linguistic"], row["semantic"])
         hyp, nll = gen.transcribe(audio), transcript_nll(lm, audio, q["text"])
         prior = transcript_nll(lm, [], q["text"])  # the same transcript with the audio left out
-        ents = entities(q["text"]) if q["category"] == "knowledge" else []
+        ents = entities(q["text"]) if q["category"] in ("knowledge", "hearing") else []
         hit = all(f" {normalize(e)} " in f" {normalize(hyp)} " for e in ents)
         rows.append({"id": q["id"], "category": q["category"], "text": q["text"], "heard": hyp,
                      "wer": wer(q["text"], hyp), "nll": round(nll, 4), "prior_nll": round(prior, 4),
@@ -78,12 +82,20 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--out", default="reports/asr_probe.json")
+    ap.add_argument("--source", choices=["queries", "hearing"], default="queries",
+                    help="SpokenQA queries of --split, or the valid split's hearing sentences (training voices)")
     args = ap.parse_args()
     torch.manual_seed(0)
     data = Path(args.data)
     tokens = load_tokens(args.tokens, data)
     queries = []
-    for line in (data / f"{args.split}.jsonl").read_text().splitlines()[: args.limit]:
+    if args.source == "hearing":
+        for line in (data / "pretrain" / "sentences.jsonl").read_text().splitlines():
+            s = json.loads(line)
+            if s["id"].startswith("hear-") and s["split"] == "valid" and s["audio"] in tokens:
+                queries.append({"id": s["id"], "category": "hearing", "audio": s["audio"], "text": s["text"]})
+        queries = queries[: args.limit]
+    for line in (data / f"{args.split}.jsonl").read_text().splitlines()[: args.limit] if args.source == "queries" else []:
         item = json.loads(line)
         q = item["turns"][-1]["query"]  # the question itself (earlier turns of a multi-turn item are statements)
         if q["audio"] in tokens:
@@ -92,11 +104,12 @@ def main() -> None:
     for r in results:
         print(f"{r['model']}: WER {r['wer']}, transcript NLL {r['transcript_nll']} (no audio {r['prior_nll']}), "
               f"entity recall {r['entity_recall']} "
-              f"({r['n_entity_queries']} knowledge queries), {r['seconds']} s")
+              f"({r['n_entity_queries']} queries naming one), {r['seconds']} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"split": args.split, "n": len(queries), "results": results}, indent=1))
+    tmp.write_text(json.dumps({"split": args.split, "source": args.source, "n": len(queries), "results": results},
+                              indent=1))
     tmp.replace(out)
 
 

@@ -93,3 +93,23 @@ def test_hearing_sentences_put_entities_in_new_contexts_in_query_voices():
     named = {c for c, cap, _ in COUNTRIES for t in texts if c in t or cap in t}
     assert len(named) > 50  # most countries, each in a sentence of its own kind
     assert [plural(w) for w in ("library", "goldfish", "bus", "day")] == ["libraries", "goldfish", "buses", "days"]
+
+
+def test_word_lists_use_only_training_phrasing_words_and_entities():
+    import re
+
+    from aqaa.data.sentences import word_list_vocabulary
+    from aqaa.data.spokenqa import QUESTION_TYPES, phrasing_range
+    from aqaa.data.synth import plan_hearing
+
+    def words(split: str) -> set[str]:
+        return {w.lower() for t in QUESTION_TYPES.values() for i in phrasing_range(split, len(t.phrasings))
+                for w in re.findall(r"[A-Za-z']+", re.sub(r"\{\w+\}", "", t.phrasings[i]))}
+
+    vocab = {w.lower() for w in word_list_vocabulary()}
+    assert {"capital", "accra", "seventy four", "monday"} <= vocab
+    only_held_out = words("test") - words("train")
+    assert {"product", "whose"} <= only_held_out and not only_held_out & vocab
+    plans = plan_hearing(50, seed=3, kind="words")
+    assert plans[0].id == "words-000000" and plans == plan_hearing(50, seed=3, kind="words")
+    assert all(len(p.text.split()) >= 4 for p in plans) and {p.render.voice for p in plans} <= set(TRAIN_VOICES)

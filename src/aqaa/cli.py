@@ -33,7 +33,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> None:
     from aqaa.data.synth import synth
 
     summary = synth(args.out, args.n, args.seed, sentences=args.sentences, text_lines=args.text_lines,
-                    hearing=args.hearing, workers=args.workers)
+                    hearing=args.hearing, word_lists=args.word_lists, workers=args.workers)
     print(json.dumps(summary))
 
 
@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-lines", type=int, default=None, help="plain-text lines (default: 10 n)")
     s.add_argument("--hearing", type=int, default=0,
                    help="entity-rich sentences in query voices, for stage-1 ASR (default: 0)")
+    s.add_argument("--word-lists", type=int, default=0,
+                   help="domain words in random order in query voices, for stage-1 ASR (default: 0)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
     s.set_defaults(func=_cmd_data_synth)
     k = d.add_parser("check", help="Whisper WER per voice and control renderings of a synthesized folder")

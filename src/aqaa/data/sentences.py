@@ -122,6 +122,32 @@ def hearing_sentence(rng: random.Random) -> str:
     return s[0].upper() + s[1:] + "."
 
 
+def word_list_vocabulary() -> list[str]:
+    """The domain's words and entities for `word_list`: lexicon entities, numbers 0-100, and the words of the
+    *training* question phrasings (held-out test phrasings contribute nothing)."""
+    import re
+
+    from aqaa.data.spokenqa import QUESTION_TYPES, phrasing_range
+
+    words = {w.lower() for t in QUESTION_TYPES.values() for i in phrasing_range("train", len(t.phrasings))
+             for w in re.findall(r"[A-Za-z']+", t.phrasings[i].format_map(_Blank()))}
+    entities = [x for c in COUNTRIES for x in c] + DAYS + MONTHS + NAMES + COLOUR_NAMES + PETS
+    words = {"I" if w == "i" else w for w in words}
+    return sorted(words) + sorted(set(entities)) + [number_words(n) for n in range(101)]
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def word_list(rng: random.Random, vocabulary: list[str]) -> str:
+    """Four to eight domain words in no order: ASR pairs whose words the context cannot predict, so only the audio
+    tells them (the hearing corpus' sentences leave the LM's prior too much to guess)."""
+    s = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(4, 8)))
+    return s[0].upper() + s[1:] + "."
+
+
 def fact_sentences() -> list[str]:
     """Every fact SpokenQA asks about, stated in prose."""
     out: list[str] = []

@@ -18,7 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from aqaa.data.spokenqa import Dialogue, make_dialogue
-from aqaa.data.sentences import arithmetic_sentence, fact_sentences, grammar_sentence, hearing_sentence, text_corpus
+from aqaa.data.sentences import (arithmetic_sentence, fact_sentences, grammar_sentence, hearing_sentence, text_corpus,
+                                 word_list, word_list_vocabulary)
 from aqaa.data.voices import ASSISTANT_VOICE, VOICES, Style
 
 # Query voices; the test split speaks only in voices the training data never uses.
@@ -111,17 +112,19 @@ def plan_sentences(n: int, seed: int) -> list[SentencePlan]:
     return plans
 
 
-def plan_hearing(n: int, seed: int) -> list[SentencePlan]:
-    """Entity-rich sentences (`hearing_sentence`) said only by training query voices, in query styles and noise:
-    ASR pairs that teach stage 1 to hear countries, numbers and days in any context (ids `hear-*`)."""
+def plan_hearing(n: int, seed: int, kind: str = "hear") -> list[SentencePlan]:
+    """Entity-rich sentences (`hearing_sentence`; kind "words": `word_list`s) said only by training query voices,
+    in query styles and noise: ASR pairs that teach stage 1 to hear countries, numbers and days in any context
+    (ids `hear-*` / `words-*`)."""
     plans = []
     voices = [v for v in TRAIN_VOICES if v != ASSISTANT_VOICE]
+    vocabulary = word_list_vocabulary() if kind == "words" else []
     for i in range(n):
-        rng = random.Random(f"{seed}-hear-{i}")
-        text = hearing_sentence(rng)
+        rng = random.Random(f"{seed}-{kind}-{i}")
+        text = word_list(rng, vocabulary) if kind == "words" else hearing_sentence(rng)
         style = Style(rate=rng.uniform(0.85, 1.15), pitch=rng.uniform(-1.5, 1.5), level_db=rng.uniform(-34, -20))
         snr = rng.uniform(15.0, 30.0) if rng.random() < NOISE_PROB else None
-        plans.append(SentencePlan(f"hear-{i:06d}", "valid" if i % 20 == 19 else "train", text,
+        plans.append(SentencePlan(f"{kind}-{i:06d}", "valid" if i % 20 == 19 else "train", text,
                                   QueryRender(rng.choice(voices), style, snr)))
     return plans
 
@@ -221,14 +224,15 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def synth(out_dir: str | Path, n: int, seed: int = 0, *, sentences: int | None = None, text_lines: int | None = None,
-          hearing: int = 0, workers: int | None = None, progress: bool = True) -> dict:
+          hearing: int = 0, word_lists: int = 0, workers: int | None = None, progress: bool = True) -> dict:
     """Render `n` SpokenQA dialogues plus the pre-training corpora into `out_dir`; resumable. Returns a summary."""
     out = Path(out_dir)
     sentences = n if sentences is None else sentences
     text_lines = 10 * n if text_lines is None else text_lines
     for sub in ("items", "audio", "pretrain/items", "pretrain/audio"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    items, sents = plan_items(n, seed), plan_sentences(sentences, seed) + plan_hearing(hearing, seed)
+    sents = plan_sentences(sentences, seed) + plan_hearing(hearing, seed) + plan_hearing(word_lists, seed, "words")
+    items = plan_items(n, seed)
     jobs = [("item", p, str(out)) for p in items if not (out / "items" / f"{p.id}.json").exists()]
     jobs += [("sent", p, str(out)) for p in sents if not (out / "pretrain" / "items" / f"{p.id}.json").exists()]
     workers = workers or min(os.cpu_count() or 1, 2)
@@ -244,7 +248,7 @@ def synth(out_dir: str | Path, n: int, seed: int = 0, *, sentences: int | None =
     summary = write_manifests(out, [p.id for p in items], [p.id for p in sents])
     _write_lines(out / "pretrain" / "text.txt", text_corpus(random.Random(f"{seed}-text"), text_lines))
     summary.update(rendered_now=len(jobs), audio_seconds_now=round(audio_s, 1), text_lines=text_lines,
-                   seed=seed, n=n, hearing=hearing)
+                   seed=seed, n=n, hearing=hearing, word_lists=word_lists)
     _write_json(out / "synth.json", summary)
     return summary
 
