@@ -92,7 +92,8 @@ def hearing_sentence(rng: random.Random) -> str:
     elif kind == 1:
         s = f"{who} {rng.choice(_VERB_T)} {number_words(n)} {plural(rng.choice(_NOUN))} in {_place(rng)}"
     elif kind == 2:
-        s = f"{who} has a {rng.choice(COLOUR_NAMES)} {rng.choice(PETS)} and {number_words(n)} {plural(rng.choice(_NOUN))}"
+        pet = f"{rng.choice(COLOUR_NAMES)} {rng.choice(PETS)}"
+        s = f"{who} has a {pet} and {number_words(n)} {plural(rng.choice(_NOUN))}"
     elif kind == 3:
         ask = rng.choice(_ASK)
         s = f"{ask} {who} {rng.choice(_VERB_I)} in {_place(rng)} on {rng.choice(DAYS)}"
@@ -105,20 +106,23 @@ def hearing_sentence(rng: random.Random) -> str:
         s = f"{_when(rng)} {q}"
     elif kind == 6:
         a, b = rng.sample(COUNTRIES, 2)
-        s = f"{who} went from {a[rng.randrange(2)]} to {b[rng.randrange(2)]} and {rng.choice(_VERB_I)} {rng.choice(_ADV)}"
+        route = f"from {a[rng.randrange(2)]} to {b[rng.randrange(2)]}"
+        s = f"{who} went {route} and {rng.choice(_VERB_I)} {rng.choice(_ADV)}"
     elif kind == 7:
         s = rng.choice(["where did {who} go on {day}", "how many {nouns} did {who} see in {place}",
                         "which {noun} does {who} like in {place}", "when will {who} fly to {place}",
                         "who told {who} about {place}", "what did {who} buy in {place} in {month}",
                         "can you tell me why {who} left {place}", "do you know if {who} lives in {place}",
                         "is {place} far from {place2}", "what is the weather like in {place} in {month}"]).format(
-            who=who, day=rng.choice(DAYS), noun=rng.choice(_NOUN), nouns=plural(rng.choice(_NOUN)), place=_place(rng), place2=_place(rng),
-            month=rng.choice(MONTHS))
+            who=who, day=rng.choice(DAYS), noun=rng.choice(_NOUN), nouns=plural(rng.choice(_NOUN)),
+            place=_place(rng), place2=_place(rng), month=rng.choice(MONTHS))
         return s[0].upper() + s[1:] + "?"
     elif kind == 8:
-        s = f"{who} paints {rng.choice(COLOURS)[0]} {rng.choice(COLOUR_NAMES)} every {rng.choice(DAYS)} in {rng.choice(MONTHS)}"
+        thing = f"{rng.choice(COLOURS)[0]} {rng.choice(COLOUR_NAMES)}"
+        s = f"{who} paints {thing} every {rng.choice(DAYS)} in {rng.choice(MONTHS)}"
     else:
-        s = f"{number_words(n)} {plural(rng.choice(_NOUN))} and {number_words(m)} {plural(rng.choice(PETS))} live near {_place(rng)}"
+        crowd = f"{number_words(n)} {plural(rng.choice(_NOUN))} and {number_words(m)} {plural(rng.choice(PETS))}"
+        s = f"{crowd} live near {_place(rng)}"
     return s[0].upper() + s[1:] + "."
 
 

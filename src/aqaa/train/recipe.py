@@ -23,7 +23,7 @@ class RecipeConfig:
     vocoder_preset: str = "default"
     n: int = 2000  # SpokenQA dialogues (6.85 h of audio with the sentences: 13 min on 2 cores)
     sentences: int = 5000
-    hearing: int = 4000  # entity-rich sentences in query voices (stage-1 ASR breadth; reports/asr_probe.md)
+    hearing: int = 4000  # entity-rich sentences in query voices (stage-1 ASR breadth; reports/hearing_data.md)
     seed: int = 1
     tokenizer: list = field(default_factory=list)  # key=value overrides per stage
     stage1: list = field(default_factory=lambda: ["steps=2000"])
@@ -39,8 +39,8 @@ class RecipeConfig:
 
 RECIPES = {
     "default": RecipeConfig(),
-    "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4, hearing=2,
-                         seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"], stage2=["steps=2", "batch=2"],
+    "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4,
+                         hearing=2, seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"], stage2=["steps=2", "batch=2"],
                          stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
                          dpo=["steps=2", "batch=2", "grad_accum=1", "save_every=2"],
                          vocoder=["steps=2", "batch=2"], merge_limit=2, eval_limit=2),
