@@ -64,3 +64,16 @@ def test_transcribing_model_streams_and_reports_what_it_heard(tiny_model, speech
     heard = answer[1: answer.index(v.ctrl["tts"])]
     assert result.query_text == v.decode_text(heard)
     assert s.history[-1][1] == answer
+
+
+def test_assemble_refuses_extra_keys_that_shadow_the_parts(tiny_model, tmp_path):
+    import pytest
+
+    from aqaa.serve.engine import assemble_model
+
+    parts = [tiny_model / name for name in ("tokenizer", "lm", "vocoder")]
+    with pytest.raises(ValueError, match="vocoder"):
+        assemble_model(tmp_path / "m", *parts, extra={"vocoder": "runs/other"})
+    assert not (tmp_path / "m").exists()
+    made = assemble_model(tmp_path / "m", *parts, extra={"vocoder_run": "runs/other"})
+    assert json.loads((made / "aqaa.json").read_text())["vocoder"] == "vocoder"

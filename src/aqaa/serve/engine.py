@@ -30,9 +30,13 @@ MODEL_FILE = "aqaa.json"
 
 def assemble_model(out: str | Path, tokenizer: str | Path, lm: str | Path, vocoder: str | Path,
                    sampling: Sampling | None = None, extra: dict | None = None) -> Path:
-    """Copy the three trained parts into one model folder (atomically) with `aqaa.json`."""
+    """Copy the three trained parts into one model folder (atomically) with `aqaa.json`; `extra` adds provenance
+    keys and may not shadow the folder's own."""
     from aqaa.paths import atomic_dir
 
+    clash = set(extra or {}) & {"tokenizer", "lm", "vocoder", "sampling"}
+    if clash:
+        raise ValueError(f"extra keys {sorted(clash)} would shadow the model's own entries in {MODEL_FILE}")
     with atomic_dir(out) as tmp:
         for name, src in (("tokenizer", tokenizer), ("lm", lm), ("vocoder", vocoder)):
             shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns(".*"))
