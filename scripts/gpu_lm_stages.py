@@ -111,12 +111,12 @@ def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_
     send(ship, out, "recipe", summary)
 
     # a longer stage 1 while time is left: steps sized by the rate stage 1 just ran at
-    rate = int(recipe.cfg.stage1[0].split("=")[1]) / max(1e-6, summary["recipe_wall_s"]["stage1"])
+    from aqaa.train.lm import stage_config, train_stage
+
+    rate = stage_config("stage1", "default", recipe.cfg.stage1).steps / max(1e-6, summary["recipe_wall_s"]["stage1"])
     left = budget_s - (time.perf_counter() - t_start) - 60  # the probe and packing after it
     steps = 2 if smoke else min(long_steps, int(rate * left) // 100 * 100)
     if long_steps and steps >= (2 if smoke else 2500):
-        from aqaa.train.lm import stage_config, train_stage
-
         cfg = stage_config("stage1", "default", [f"steps={steps}", f"linguistic_init={work / 'tokenizer'}"] +
                            (["batch=2"] if smoke else []))
         t0 = time.perf_counter()

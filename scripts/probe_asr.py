@@ -95,11 +95,12 @@ def main() -> None:
             if s["id"].startswith("hear-") and s["split"] == "valid" and s["audio"] in tokens:
                 queries.append({"id": s["id"], "category": "hearing", "audio": s["audio"], "text": s["text"]})
         queries = queries[: args.limit]
-    for line in (data / f"{args.split}.jsonl").read_text().splitlines()[: args.limit] if args.source == "queries" else []:
-        item = json.loads(line)
-        q = item["turns"][-1]["query"]  # the question itself (earlier turns of a multi-turn item are statements)
-        if q["audio"] in tokens:
-            queries.append({"id": item["id"], "category": item["category"], "audio": q["audio"], "text": q["text"]})
+    else:
+        for line in (data / f"{args.split}.jsonl").read_text().splitlines()[: args.limit]:
+            item = json.loads(line)
+            q = item["turns"][-1]["query"]  # the question itself (earlier turns of a multi-turn item are statements)
+            if q["audio"] in tokens:
+                queries.append({"id": item["id"], "category": item["category"], "audio": q["audio"], "text": q["text"]})
     results = [probe(m, queries, tokens) for m in args.model]
     for r in results:
         print(f"{r['model']}: WER {r['wer']}, transcript NLL {r['transcript_nll']} (no audio {r['prior_nll']}), "

@@ -23,6 +23,8 @@ from aqaa.tokenizer.interleave import (
 from aqaa.tokenizer.linguistic import LinguisticConfig, LinguisticQuantizer, whisper_features
 from aqaa.tokenizer.semantic import DOWNSAMPLE, SemanticCodec, SemanticConfig
 
+LINGUISTIC_FILE = "linguistic.safetensors"
+
 FRAMES_PER_GROUP = GROUP_SAMPLES // HOP  # 12 mel frames
 MAX_WHISPER_GROUPS = 240  # 28.8 s: Whisper's encoder takes at most 30 s
 
@@ -88,7 +90,7 @@ class DualTokenizer:
 
         with atomic_dir(folder) as tmp:
             save_file({k: v.contiguous() for k, v in self.linguistic.state_dict().items()},
-                      tmp / "linguistic.safetensors")
+                      tmp / LINGUISTIC_FILE)
             save_file({k: v.contiguous() for k, v in self.semantic.state_dict().items()}, tmp / "semantic.safetensors")
             (tmp / "tokenizer.json").write_text(json.dumps(asdict(self.cfg), indent=1))
         return Path(folder)
@@ -101,9 +103,14 @@ class DualTokenizer:
 
             raise AqaaInputError(f"{folder}: not a tokenizer folder (no tokenizer.json)")
         tok = cls(TokenizerConfig.from_dict(json.loads((folder / "tokenizer.json").read_text())))
-        tok.linguistic.load_state_dict(load_file(folder / "linguistic.safetensors"))
+        tok.linguistic.load_state_dict(load_file(folder / LINGUISTIC_FILE))
         tok.semantic.load_state_dict(load_file(folder / "semantic.safetensors"))
         return tok
+
+    @staticmethod
+    def linguistic_centroids(folder: str | Path) -> torch.Tensor:
+        """The linguistic k-means centroids alone (codes x feature dim): no codec, Whisper or VQ package needed."""
+        return load_file(Path(folder) / LINGUISTIC_FILE)["centroids"]
 
     # ------------------------------------------------------------------ offline
     def encode_linguistic(self, padded: np.ndarray) -> np.ndarray:

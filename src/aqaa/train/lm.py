@@ -201,10 +201,10 @@ def fresh_model(lm_cfg: LMConfig, data_dir: Path, seed: int, vocab: Vocab | None
 def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None = None) -> AudioLM:
     if cfg.stage == "stage1":
         lm = fresh_model(cfg.lm, data_dir, cfg.seed, vocab)
-        if cfg.linguistic_init:  # only the linguistic k-means is read: no codec, Whisper or VQ package needed
-            from safetensors.torch import load_file
+        if cfg.linguistic_init:
+            from aqaa.tokenizer.model import DualTokenizer
 
-            lm.seed_linguistic_embeddings(load_file(Path(cfg.linguistic_init) / "linguistic.safetensors")["centroids"])
+            lm.seed_linguistic_embeddings(DualTokenizer.linguistic_centroids(cfg.linguistic_init))
         return lm
     prev = out / PREVIOUS[cfg.stage] / "model"
     if not (prev / "aqaa_lm.json").exists():
