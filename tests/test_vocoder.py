@@ -188,3 +188,24 @@ def test_context_gru_streams_exactly_and_carries_its_state():
     changed = voc.synthesize(lin, other)
     window = FRAMES_PER_GROUP * 8 * 160
     assert np.abs(changed[window:] - offline[window:]).max() > 0
+
+
+def test_extreme_weight_draws_far_pitched_or_levelled_clips_more(tiny_corpus):
+    import random
+
+    from aqaa.data.tokens import read_tokens
+    from aqaa.train.vocoder import ClipBank, vocoder_clips
+
+    tokens = read_tokens(tiny_corpus["tokens"])
+    rels = vocoder_clips(tiny_corpus["data"], tokens, "joe")
+    with pytest.raises(ValueError, match="pitch"):
+        ClipBank(tiny_corpus["data"], rels, tokens, extreme_weight=1.0)
+    bank = ClipBank(tiny_corpus["data"], rels, tokens, pitch=True, extreme_weight=4.0)
+    w = np.diff([0.0] + bank.cum_weights)
+    assert len(w) == len(rels) and (w >= 1).all() and w.max() > w.min()
+    level = [20 * np.log10(np.sqrt(np.mean(a ** 2)) + 1e-10) for a in bank.audio]
+    far = int(np.argmax(np.abs(np.array(level) - np.median(level))))  # the loudest/softest clip weighs > median
+    assert w[far] > np.median(w)
+    rng = random.Random(0)
+    draws = [rng.choices(range(len(w)), cum_weights=bank.cum_weights)[0] for _ in range(4000)]
+    assert abs(np.mean(np.array(draws) == int(np.argmax(w))) - w.max() / w.sum()) < 0.03

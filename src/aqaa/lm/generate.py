@@ -15,6 +15,7 @@ from typing import Iterator
 
 import torch
 
+from aqaa.lm.decode import decoder_for, mask_runs
 from aqaa.lm.format import AnswerRhythm
 from aqaa.lm.model import AudioLM
 from aqaa.lm.vocab import Vocab
@@ -155,7 +156,7 @@ class Event:
 class DecodeState:
     """Everything generation remembers: the KV cache over all ids so far, the grammar, the pending group."""
 
-    cache: object = None
+    cache: object = None  # aqaa.lm.decode.KVCache (or a transformers Cache on the HF fallback path)
     n_past: int = 0
     logits: torch.Tensor | None = None
     grammar: GrammarState = field(default_factory=GrammarState)
@@ -174,23 +175,22 @@ class Generator:
         self.lm, self.vocab = lm, lm.vocab
         self.sampling = sampling or Sampling()
         self.grammar = AnswerGrammar(lm.vocab, lm.cfg.rhythm, self.sampling, codebooks)
+        self.decoder = decoder_for(lm.model)
+        self._rows = {id(m): mask_runs(m) for m in self.grammar.masks.values()}  # id runs of each grammar mask
         self._gen = torch.Generator()
         if self.sampling.seed is not None:
             self._gen.manual_seed(self.sampling.seed)
 
     def new_state(self) -> DecodeState:
-        from transformers import DynamicCache
+        return DecodeState(cache=self.decoder.new_cache())
 
-        return DecodeState(cache=DynamicCache(config=self.lm.model.config))
-
-    @torch.inference_mode()
-    def feed(self, state: DecodeState, ids: list[int]) -> DecodeState:
+    def feed(self, state: DecodeState, ids: list[int], rows: list[tuple[int, int]] | None = None) -> DecodeState:
+        """Extend the context by `ids`; `state.logits` is then the next token's (only over the id runs `rows`, when
+        given: the rest is -inf, and the output head skips those rows)."""
         if state.n_past + len(ids) > self.lm.cfg.max_positions:
             raise ValueError(f"conversation too long: {state.n_past + len(ids)} > {self.lm.cfg.max_positions} tokens")
-        x = torch.tensor([ids], dtype=torch.long)
-        out = self.lm.model(input_ids=x, cache=state.cache, use_cache=True)
-        state.cache, state.n_past = out.cache, state.n_past + len(ids)
-        state.logits = out.logits[0, -1].float()
+        state.logits = self.decoder.forward(ids, state.cache, rows)
+        state.n_past += len(ids)
         return state
 
     def _sample(self, logits: torch.Tensor, allowed: torch.Tensor, temperature: float) -> int:
@@ -217,13 +217,14 @@ class Generator:
         state = self.feed(self.new_state(), prompt)
         allowed = self.grammar.masks["text"].clone()
         allowed[c["text_end"]], allowed[c["eos"]] = False, True
+        rows = mask_runs(allowed)
         out: list[int] = []
         while len(out) < max_tokens:
             token = self._sample(state.logits, allowed, 0.0)
             if token == c["eos"]:
                 break
             out.append(token)
-            self.feed(state, [token])
+            self.feed(state, [token], rows)
         return self.vocab.decode_text(out)
 
     def answer(self, state: DecodeState) -> Iterator[Event]:
@@ -241,7 +242,8 @@ class Generator:
             token = self._sample(state.logits, allowed, temp)
             kind = self.grammar.advance(state.grammar, token)
             state.answer.append(token)
-            self.feed(state, [token])
+            done = state.grammar.phase == "done"  # else only the rows the grammar allows next are computed
+            self.feed(state, [token], None if done else self._rows[id(self.grammar.allowed(state.grammar))])
             if kind in ("text", "heard"):
                 yield Event(kind, [token])
             elif kind in ("audio", "group"):

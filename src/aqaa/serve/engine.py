@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
@@ -72,6 +74,7 @@ class AqaaSession:
         self.sampling = sampling or Sampling(**asdict(self.model.sampling))
         self.gen = Generator(self.lm, self.sampling, self.model.codebooks)
         self.sample_rate = self.vocoder.cfg.sample_rate
+        self._voc_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aqaa-vocoder")
         self.reset()
         if warm_up:
             warm = np.sin(np.linspace(0, 2000, 8000)).astype(np.float32) * 0.1  # one-off allocations
@@ -119,6 +122,10 @@ class AqaaSession:
         text_ids: list[int] = []
         heard_ids: list[int] = []  # the model's own transcript of the query, when its rhythm writes one
         interrupted = False
+        # The vocoder runs on a second thread, one group behind the LM: on 2 cores the next group's tokens are
+        # generated while this one is synthesized (torch ops release the GIL). One worker keeps the groups in order.
+        pending: deque[Future] = deque()
+        first = True
         try:
             for ev in self.gen.answer(self.state):
                 if stop is not None and stop.is_set():
@@ -131,10 +138,19 @@ class AqaaSession:
                 elif ev.kind == "heard":
                     heard_ids += ev.ids
                 elif ev.kind == "group":
-                    chunk = voc.step(ev.linguistic, ev.semantic)
+                    pending.append(self._voc_pool.submit(voc.step, ev.linguistic, ev.semantic))
+                while pending and (first or pending[0].done()):  # the first chunk is awaited: it is the latency
+                    chunk = pending.popleft().result()
+                    first = first and not len(chunk)
                     if len(chunk):
                         yield chunk
+            while pending:
+                chunk = pending.popleft().result()
+                if len(chunk) and not interrupted:
+                    yield chunk
         finally:
+            for f in pending:
+                f.cancel()
             self.gen.sampling.max_groups = saved
         self.last_text, self.last_heard = v.decode_text(text_ids), v.decode_text(heard_ids)
         if interrupted:  # the cache ends mid-answer: close the turn in the history and rebuild the cache next turn

@@ -1,0 +1,85 @@
+"""The lean decode path (`aqaa.lm.decode`) against transformers' own forward: same logits for a prompt and for
+token-by-token steps (also with grouped KV heads and past the cache's first 256 slots), and copies that continue alike."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from aqaa.lm.decode import HFDecoder, LlamaDecoder
+from aqaa.lm.model import PRESETS, AudioLM
+
+LINES = ["What is the capital of Japan?", "The capital of Japan is Tokyo.", "Seven plus five is twelve."] * 5
+
+
+def tiny(kv_heads: int = 2) -> AudioLM:
+    cfg = dataclasses.replace(PRESETS["tiny"], heads=4, kv_heads=kv_heads, hidden=32)
+    lm = AudioLM.create(cfg, LINES, seed=3)
+    lm.model.eval()
+    return lm
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_lean_forward_gives_transformers_logits(kv_heads):
+    lm = tiny(kv_heads)
+    torch.manual_seed(0)
+    prompt = torch.randint(0, lm.vocab.size, (200,)).tolist()
+    steps = torch.randint(0, lm.vocab.size, (80,)).tolist()  # 280 positions: the cache grows past 256
+    lean, hf = LlamaDecoder(lm.model), HFDecoder(lm.model)
+    c_lean, c_hf = lean.new_cache(), hf.new_cache()
+    torch.testing.assert_close(lean.forward(prompt, c_lean), hf.forward(prompt, c_hf), atol=1e-5, rtol=1e-4)
+    for i, token in enumerate(steps):
+        if i == 40:  # a few tokens at once mid-stream, too
+            torch.testing.assert_close(lean.forward(steps[40:43], c_lean), hf.forward(steps[40:43], c_hf),
+                                       atol=1e-5, rtol=1e-4)
+        if 40 <= i < 43:
+            continue
+        last = lean.forward([token], c_lean)
+        torch.testing.assert_close(last, hf.forward([token], c_hf), atol=1e-5, rtol=1e-4)
+    assert c_lean.length == 280 and c_hf.get_seq_length() == 280
+    with torch.inference_mode():  # and step by step equals the whole sequence in one transformers call
+        full = lm.model(input_ids=torch.tensor([prompt + steps])).logits[0, -1]
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-4)
+
+
+def test_cache_copies_continue_alike_and_reset_empties():
+    lm = tiny()
+    dec = LlamaDecoder(lm.model)
+    cache = dec.new_cache()
+    dec.forward(list(range(10, 30)), cache)
+    fork = cache.copy()
+    a = [dec.forward([7 + i], cache) for i in range(5)]
+    b = [dec.forward([7 + i], fork) for i in range(5)]
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    cache.reset()
+    assert cache.length == 0 and not cache.keys
+    assert fork.length == 25
+
+
+def test_head_rows_the_grammar_allows_give_the_same_answer():
+    """Computing only the output-head rows the grammar allows next changes nothing that is sampled."""
+    from aqaa.lm.decode import mask_runs
+    from aqaa.lm.generate import Generator, Sampling
+
+    lm = tiny()
+    dec = LlamaDecoder(lm.model)
+    mask = torch.zeros(lm.vocab.size, dtype=torch.bool)
+    mask[3:40], mask[lm.vocab.s_range[0]:lm.vocab.s_range[1]], mask[-1] = True, True, True
+    runs = mask_runs(mask)
+    assert runs == [(3, 40), lm.vocab.s_range, (lm.vocab.size - 1, lm.vocab.size)]
+    full, part = dec.forward(list(range(50)), dec.new_cache()), dec.forward(list(range(50)), dec.new_cache(), runs)
+    torch.testing.assert_close(full[mask], part[mask], atol=1e-6, rtol=1e-5)
+    assert torch.isinf(part[~mask]).all()
+    v = lm.vocab
+    q = [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *v.audio_group_ids([1, 2], [3, 4, 5]),
+         v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
+    answers = []
+    for restrict in (True, False):
+        gen = Generator(lm, Sampling(max_groups=8, max_text_tokens=6, seed=0))
+        if not restrict:
+            gen._rows = {k: None for k in gen._rows}
+        answers.append([e.ids for e in gen.answer(gen.feed(gen.new_state(), q))])
+    assert answers[0] == answers[1] and len(answers[0]) > 3
