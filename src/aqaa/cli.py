@@ -305,15 +305,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ok = False
     try:
         args.func(args)
+        ok = True
     except AqaaInputError as err:
         print(f"aqaa: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aqaa: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _close_process_group(wait=ok)
     return 0
+
+
+def _close_process_group(wait: bool) -> None:
+    """Under torchrun, leave the process group before exit (after the other ranks, when this one succeeded): a gloo
+    group still open at interpreter shutdown can abort a rank ("terminate called without an active exception")
+    after its work is done and saved."""
+    if "torch.distributed" not in sys.modules:  # nothing distributed was started (and no torch import for chat)
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
