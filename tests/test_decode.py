@@ -1,5 +1,6 @@
 """The lean decode path (`aqaa.lm.decode`) against transformers' own forward: same logits for a prompt and for
-token-by-token steps (also with grouped KV heads and past the cache's first 256 slots), and copies that continue alike."""
+token-by-token steps (also with grouped KV heads and past the cache's first 256 slots), copies that continue alike,
+and output-head rows limited to what the grammar allows."""
 
 from __future__ import annotations
 
