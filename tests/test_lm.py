@@ -227,25 +227,3 @@ def test_training_commands_refuse_bad_arguments_clearly(args, tmp_path):
     r = subprocess.run([sys.executable, "-m", "aqaa.cli", *args], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("aqaa: error:") and "Traceback" not in r.stderr
 
-
-def test_ctc_reads_only_whole_asr_documents_and_trains_the_audio_positions(tiny_lm, tiny_corpus, tmp_path):
-    from aqaa.lm.format import document
-    from aqaa.train.lm import asr_spans, ctc_loss
-
-    v = tiny_lm.vocab
-    text, audio = v.encode_text("The capital of Japan is Tokyo."), v.audio_group_ids(list(range(20)), list(range(30)))
-    docs = [document(v, "tts", text, audio), document(v, "asr", text, audio), document(v, "text", text)]
-    ids = collate(docs, v.ctrl["pad"], 768)["input_ids"]
-    (row, audio_pos, text_pos), = asr_spans(ids, v)
-    assert row == 1 and ids[1, audio_pos].tolist() == audio and ids[1, text_pos].tolist() == text
-    assert asr_spans(collate(docs[1:2], v.ctrl["pad"], 30)["input_ids"], v) == []  # cut before its <|eos|>
-    hidden = tiny_lm.model(input_ids=ids, output_hidden_states=True).hidden_states[1]
-    loss = ctc_loss(tiny_lm.model, hidden, ids, v)
-    assert torch.isfinite(loss) and loss > 0
-    # through a stage: the CTC term is logged and falls
-    over = ["steps=30", "batch=4", "log_every=1", "warmup=2", "ctc_weight=1.0", "lr=3e-3",
-            'mix={"asr": 1.0}']
-    train_stage(stage_config("stage1", "tiny", over), tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
-    rows = [json.loads(x) for x in (tmp_path / "stage1/metrics.jsonl").read_text().splitlines()]
-    first, last = sum(r["ctc"] for r in rows[:5]) / 5, sum(r["ctc"] for r in rows[-5:]) / 5
-    assert last < 0.8 * first

@@ -59,9 +59,6 @@ class StageConfig:
     gradient_checkpointing: bool = False
     linguistic_init: str = ""  # stage 1 of a fresh model: a tokenizer folder whose centroids seed the <l_k> rows
     fsdp: bool = False  # shard parameters, gradients and optimizer state over the processes (FSDP2) instead of DDP
-    # > 0: an auxiliary CTC loss on ASR documents (see `ctc_loss`), weighted by this, read at layer `ctc_layer`
-    ctc_weight: float = 0.0
-    ctc_layer: int = 0  # 0: the middle layer
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -229,55 +226,17 @@ def load_training_parts(tokens_path: str | Path, data_dir: Path) -> tuple[dict |
     return None, None, load_tokens(tokens_path, data_dir)
 
 
-def token_loss(model, batch: dict, acc, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+def token_loss(model, batch: dict, acc) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss to backpropagate, loss to log). The sum of token losses on this rank over the number of trained
     tokens on *all* ranks, times the world size: DDP's gradient averaging then gives exactly the gradient of the
     global per-token mean, so N processes train like one process with the same global batch."""
-    out = out or model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = out.logits[:, :-1]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
     labels = batch["labels"][:, 1:]
     total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                               ignore_index=-100, reduction="sum")
     n_global = acc.reduce((labels != -100).sum().detach(), "sum").clamp(min=1)
     logged = acc.reduce(total.detach(), "sum") / n_global
     return total * acc.num_processes / n_global, logged
-
-
-def asr_spans(ids: torch.Tensor, vocab: Vocab) -> list[tuple[int, slice, slice]]:
-    """(row, audio positions, transcript positions) of every whole ASR document in a batch of ids:
-    `<|audio_start|> audio <|audio_end|> <|asr|> text <|eos|>`."""
-    c, spans = vocab.ctrl, []
-    for b, row in enumerate(ids.tolist()):
-        for i, token in enumerate(row):
-            if token != c["asr"] or i < 2 or row[i - 1] != c["audio_end"] or c["eos"] not in row[i:]:
-                continue
-            start = max(j for j in range(i) if row[j] == c["audio_start"])
-            end = row.index(c["eos"], i)
-            if end > i + 1:
-                spans.append((b, slice(start + 1, i - 1), slice(i + 1, end)))
-    return spans
-
-
-def ctc_loss(unwrapped, hidden: torch.Tensor, ids: torch.Tensor, vocab: Vocab) -> torch.Tensor:
-    """CTC of the transcript from the audio positions' hidden states at one layer, through the model's own final
-    norm and (tied) output head restricted to the text ids, `<|pad|>` as the blank. No new weights: it asks the
-    audio positions to carry the words being said, locally, which next-token prediction only rewards through
-    attention from the transcript that follows (measured why: the audio was worth ~2 nats per transcript token in
-    every model; reports/hearing_data.md)."""
-    spans = asr_spans(ids, vocab)
-    if not spans:
-        return hidden.new_zeros(())
-    head = unwrapped.get_output_embeddings().weight
-    cols = torch.cat([head[: vocab.text_size], head[vocab.ctrl["pad"]][None]])  # text ids, then the blank
-    norm = unwrapped.model.norm
-    losses = []
-    for b, audio, text in spans:
-        x = norm(hidden[b, audio])  # [T, H]
-        log_probs = torch.log_softmax((x @ cols.T).float(), -1)[:, None]  # [T, 1, C]
-        target = ids[b, text]
-        losses.append(torch.nn.functional.ctc_loss(log_probs, target[None], [log_probs.shape[0]], [len(target)],
-                                                   blank=vocab.text_size, reduction="mean", zero_infinity=True))
-    return torch.stack(losses).mean()
 
 
 def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path, out: str | Path,
@@ -309,8 +268,6 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         lm.model.gradient_checkpointing_enable()
     lm.model.train()
     sharded = cfg.fsdp and acc.num_processes > 1  # FSDP over one process is the plain model
-    if sharded and cfg.ctc_weight:
-        raise ValueError("ctc_weight reads the output head outside the forward: not with fsdp (use DDP)")
     if sharded:
         shard_model(lm.model, cfg.mixed_precision)  # before the optimizer: it must hold the sharded parameters
     if acc.is_main_process:
@@ -341,16 +298,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         mine = batch_plan(sizes, cfg.mix, cfg.batch, cfg.seed, step)[rank::world]  # this rank reads only its share
         batch = {k: v.to(acc.device) for k, v in collate([parts[n][i] for n, i in mine], pad, cfg.max_len).items()}
         with acc.autocast():
-            if cfg.ctc_weight:
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            output_hidden_states=True)
-                loss, logged = token_loss(model, batch, acc, out)
-                layer = cfg.ctc_layer or lm.cfg.layers // 2
-                l_ctc = ctc_loss(acc.unwrap_model(model), out.hidden_states[layer], batch["input_ids"], lm.vocab)
-                loss = loss + cfg.ctc_weight * l_ctc
-                ctc_logged = acc.reduce(l_ctc.detach(), "mean")  # every rank: a collective
-            else:
-                loss, logged = token_loss(model, batch, acc)
+            loss, logged = token_loss(model, batch, acc)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         gnorm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -362,9 +310,8 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         bar.update(1)
         bar.set_postfix(loss=f"{logged.item():.3f}")
         if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
-            extra = {"ctc": round(float(ctc_logged), 5)} if cfg.ctc_weight else {}
             metrics.log(step=step, loss=round(logged.item(), 6), lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
-                        tokens=tok_count, processes=world, elapsed_s=round(bar.format_dict["elapsed"], 1), **extra)
+                        tokens=tok_count, processes=world, elapsed_s=round(bar.format_dict["elapsed"], 1))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint_on_main(acc, ckpt, model, opt, step, sched)
         if stop_after is not None and step >= stop_after:
