@@ -74,6 +74,23 @@ def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
             "seconds": round(time.perf_counter() - t0, 1), "examples": rows[:12], "rows": rows}
 
 
+def load_queries(data: Path, tokens, source: str = "queries", split: str = "test", limit: int = 100) -> list[dict]:
+    """The probe's items: the last query of each SpokenQA item of `split`, or the valid split's hearing sentences."""
+    queries = []
+    if source == "hearing":
+        for line in (data / "pretrain" / "sentences.jsonl").read_text().splitlines():
+            s = json.loads(line)
+            if s["id"].startswith("hear-") and s["split"] == "valid" and s["audio"] in tokens:
+                queries.append({"id": s["id"], "category": "hearing", "audio": s["audio"], "text": s["text"]})
+        return queries[:limit]
+    for line in (data / f"{split}.jsonl").read_text().splitlines()[:limit]:
+        item = json.loads(line)
+        q = item["turns"][-1]["query"]  # the question itself (earlier turns of a multi-turn item are statements)
+        if q["audio"] in tokens:
+            queries.append({"id": item["id"], "category": item["category"], "audio": q["audio"], "text": q["text"]})
+    return queries
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", required=True)
@@ -88,19 +105,7 @@ def main() -> None:
     torch.manual_seed(0)
     data = Path(args.data)
     tokens = load_tokens(args.tokens, data)
-    queries = []
-    if args.source == "hearing":
-        for line in (data / "pretrain" / "sentences.jsonl").read_text().splitlines():
-            s = json.loads(line)
-            if s["id"].startswith("hear-") and s["split"] == "valid" and s["audio"] in tokens:
-                queries.append({"id": s["id"], "category": "hearing", "audio": s["audio"], "text": s["text"]})
-        queries = queries[: args.limit]
-    else:
-        for line in (data / f"{args.split}.jsonl").read_text().splitlines()[: args.limit]:
-            item = json.loads(line)
-            q = item["turns"][-1]["query"]  # the question itself (earlier turns of a multi-turn item are statements)
-            if q["audio"] in tokens:
-                queries.append({"id": item["id"], "category": item["category"], "audio": q["audio"], "text": q["text"]})
+    queries = load_queries(data, tokens, args.source, args.split, args.limit)
     results = [probe(m, queries, tokens) for m in args.model]
     for r in results:
         print(f"{r['model']}: WER {r['wer']}, transcript NLL {r['transcript_nll']} (no audio {r['prior_nll']}), "
