@@ -28,10 +28,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_asr import entities, load_queries  # noqa: E402
+from probe_asr import entity_heard, load_queries, transcript_nll  # noqa: E402
 
 from aqaa.data.tokens import load_tokens  # noqa: E402
-from aqaa.eval.text import normalize, wer  # noqa: E402
+from aqaa.eval.text import wer  # noqa: E402
 from aqaa.lm.format import document  # noqa: E402
 from aqaa.lm.model import AudioLM  # noqa: E402
 from aqaa.train.lm import batch_plan, build_parts, collate  # noqa: E402
@@ -135,17 +135,9 @@ def probe(lm: AudioLM, enc, queries: list[dict], tokens) -> dict:
                 break
             out.append(t)
         hyp = v.decode_text(out)
-        nll = []
-        for a in (audio, []):
-            doc = document(v, "asr", v.encode_text(q["text"]), a)
-            x = torch.tensor([doc.ids])
-            lg = logits_of(lm, enc, x)[0, :-1]
-            mask = torch.arange(1, len(doc.ids)) > doc.ids.index(c["asr"])
-            nll.append(float(nn.functional.cross_entropy(lg[mask], x[0, 1:][mask])))
-        ents = entities(q["text"]) if q["category"] in ("knowledge", "hearing") else []
-        hit = all(f" {normalize(e)} " in f" {normalize(hyp)} " for e in ents)
+        nll = [transcript_nll(lm, a, q["text"], lambda x: logits_of(lm, enc, x)) for a in (audio, [])]
         rows.append({"id": q["id"], "text": q["text"], "heard": hyp, "wer": wer(q["text"], hyp), "nll": nll[0],
-                     "prior_nll": nll[1], "entity_heard": hit if ents else None})
+                     "prior_nll": nll[1], "entity_heard": entity_heard(q, hyp)})
     ent = [r["entity_heard"] for r in rows if r["entity_heard"] is not None]
     mean = lambda k: round(statistics.mean(r[k] for r in rows), 3)  # noqa: E731
     return {"n": len(rows), "wer": mean("wer"), "transcript_nll": mean("nll"), "prior_nll": mean("prior_nll"),

@@ -25,6 +25,8 @@ from probe_asr import probe  # noqa: E402
 
 
 def main() -> None:
+    import soundfile as sf
+
     from aqaa.data.synth import TEST_VOICES, _render, plan_hearing
     from aqaa.data.tokens import load_tokens
     from aqaa.tokenizer.model import DualTokenizer
@@ -49,8 +51,6 @@ def main() -> None:
             seen.append({"id": p.id, "category": "hearing", "audio": rel, "text": p.text})
             voice = rng.choice(TEST_VOICES)
             rendered = _render(Path(tmp), f"{p.id}.wav", p.text, replace(p.render, voice=voice), p.id)
-            import soundfile as sf
-
             x, _ = sf.read(Path(tmp) / rendered["audio"], dtype="float32")
             s = tok.encode(x)
             key = f"test-voice/{p.id}"

@@ -38,12 +38,19 @@ def entities(text: str) -> list[str]:
     return [w for w in words if w[0].isupper() and w != "I"]
 
 
+def entity_heard(query: dict, hyp: str) -> bool | None:
+    """Whether every entity of a knowledge query / hearing sentence is in the transcript (None: it names none)."""
+    ents = entities(query["text"]) if query["category"] in ("knowledge", "hearing") else []
+    return all(f" {normalize(e)} " in f" {normalize(hyp)} " for e in ents) if ents else None
+
+
 @torch.inference_mode()
-def transcript_nll(lm: AudioLM, audio_ids: list[int], text: str) -> float:
-    """Teacher-forced loss of the true transcript (nats per text token): moves long before greedy output does."""
+def transcript_nll(lm: AudioLM, audio_ids: list[int], text: str, logits_of=None) -> float:
+    """Teacher-forced loss of the true transcript (nats per text token): moves long before greedy output does.
+    `logits_of` (ids [1, T] -> logits) replaces the plain forward, e.g. for a model with an extra audio path."""
     doc = document(lm.vocab, "asr", lm.vocab.encode_text(text), audio_ids)
     ids = torch.tensor([doc.ids])
-    logits = lm.model(input_ids=ids).logits[0, :-1].float()
+    logits = (logits_of(ids) if logits_of else lm.model(input_ids=ids).logits)[0, :-1].float()
     mask = torch.arange(1, len(doc.ids)) > doc.ids.index(lm.vocab.ctrl["asr"])  # the transcript and its <|eos|>
     return float(torch.nn.functional.cross_entropy(logits[mask], ids[0, 1:][mask]))
 
@@ -57,11 +64,10 @@ def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
         audio = lm.vocab.audio_group_ids(row["linguistic"], row["semantic"])
         hyp, nll = gen.transcribe(audio), transcript_nll(lm, audio, q["text"])
         prior = transcript_nll(lm, [], q["text"])  # the same transcript with the audio left out
-        ents = entities(q["text"]) if q["category"] in ("knowledge", "hearing") else []
-        hit = all(f" {normalize(e)} " in f" {normalize(hyp)} " for e in ents)
         rows.append({"id": q["id"], "category": q["category"], "text": q["text"], "heard": hyp,
                      "wer": wer(q["text"], hyp), "nll": round(nll, 4), "prior_nll": round(prior, 4),
-                     "entities": ents, "entity_heard": hit if ents else None})
+                     "entities": entities(q["text"]) if q["category"] in ("knowledge", "hearing") else [],
+                     "entity_heard": entity_heard(q, hyp)})
     by_cat: dict[str, list[float]] = {}
     for r in rows:
         by_cat.setdefault(r["category"], []).append(r["wer"])

@@ -46,8 +46,8 @@ class RecipeConfig:
 RECIPES = {
     "default": RecipeConfig(),
     "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4,
-                         hearing=2, seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"], stage2=["steps=2", "batch=2"],
-                         stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
+                         hearing=2, seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"],
+                         stage2=["steps=2", "batch=2"], stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
                          dpo=["steps=2", "batch=2", "grad_accum=1", "save_every=2"],
                          vocoder=["steps=2", "batch=2"], vocoder_rounds=[["steps=1", "batch=2"]], merge_limit=2,
                          eval_limit=2),
