@@ -1,7 +1,8 @@
 """The backbone: a transformers `LlamaForCausalLM` whose vocabulary holds text + 5,120 audio + control tokens.
 
 A model folder is what `save_pretrained` writes (config.json, model.safetensors, the extended tokenizer) plus
-`aqaa_lm.json` (the preset and the answer rhythm), so `AudioLM.load(folder)` gets everything back.
+`aqaa_lm.json` (the preset and the answer rhythm) and, for a model with the heard-audio encoder (`aqaa/lm/heard.py`),
+`heard_encoder.safetensors`, so `AudioLM.load(folder)` gets everything back.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class LMConfig:
     text_vocab: int = 1024  # BPE size for the presets that train their own text tokenizer
     pretrained: str = ""  # "smollm2": start from the bundled SmolLM2-135M-Instruct
     tie_embeddings: bool = True
+    heard_encoder: int = 0  # > 0: a BiGRU of that size reads every audio block the model hears (aqaa/lm/heard.py)
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -69,7 +71,7 @@ class AudioLM:
             vocab = Vocab(extend_tokenizer(hf_tok))
             model.resize_token_embeddings(vocab.size, mean_resizing=True)
             model.train()
-            return cls(model, vocab, cfg)
+            return cls(model, vocab, cfg).with_heard_encoder(cfg.heard_encoder)
         if vocab is None and not text_lines:
             raise ValueError(f"preset {cfg.name!r} trains its own text tokenizer: give it text lines")
         vocab = vocab or Vocab(extend_tokenizer(train_text_tokenizer(text_lines, cfg.text_vocab)))
@@ -80,14 +82,33 @@ class AudioLM:
             bos_token_id=vocab.ctrl["bos"], eos_token_id=vocab.ctrl["end_turn"], pad_token_id=vocab.ctrl["pad"],
             rope_theta=10_000.0,
         )
-        return cls(LlamaForCausalLM(hf_cfg), vocab, cfg)
+        return cls(LlamaForCausalLM(hf_cfg), vocab, cfg).with_heard_encoder(cfg.heard_encoder)
+
+    def with_heard_encoder(self, hidden: int) -> "AudioLM":
+        """Attach the heard-audio encoder (zero-initialised output: the model's outputs do not change yet)."""
+        if hidden:
+            from aqaa.lm.heard import attach
+
+            attach(self.model, hidden, self.vocab.ctrl)
+            self.cfg.heard_encoder = hidden
+        return self
 
     def save(self, folder: str | Path) -> Path:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""
         from aqaa.paths import atomic_dir
 
+        from aqaa.lm.heard import ENCODER_FILE
+
+        state = self.model.state_dict()
+        encoder = {k: v for k, v in state.items() if ".encoder." in k}
         with atomic_dir(folder) as tmp:
-            self.model.save_pretrained(tmp)
+            if encoder:  # transformers' own file stays loadable by any Llama; the encoder goes beside it
+                from aqaa.train.common import save_tensors
+
+                self.model.save_pretrained(tmp, state_dict={k: v for k, v in state.items() if k not in encoder})
+                save_tensors(encoder, tmp / ENCODER_FILE)
+            else:
+                self.model.save_pretrained(tmp)
             self.vocab.hf.save_pretrained(tmp)
             (tmp / "aqaa_lm.json").write_text(json.dumps(asdict(self.cfg), indent=1))
         return Path(folder)
@@ -103,8 +124,19 @@ class AudioLM:
             raise AqaaInputError(f"{folder}: not an aqaa LM folder (no aqaa_lm.json)")
         cfg = LMConfig.from_dict(json.loads((folder / "aqaa_lm.json").read_text()))
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        lm = cls(model, Vocab.load(folder), cfg)
+        if cfg.heard_encoder:
+            from safetensors.torch import load_file
+
+            from aqaa.lm.heard import ENCODER_FILE
+
+            lm.with_heard_encoder(cfg.heard_encoder)
+            missing, unexpected = model.load_state_dict(load_file(folder / ENCODER_FILE), strict=False)
+            if unexpected or any(".encoder." in k for k in missing):
+                raise ValueError(f"{folder / ENCODER_FILE}: does not fit the model ({unexpected or missing})")
+            model.to(dtype)
         model.eval()
-        return cls(model, Vocab.load(folder), cfg)
+        return lm
 
     @torch.no_grad()
     def seed_linguistic_embeddings(self, centroids: torch.Tensor) -> None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from aqaa.data.tokens import load_tokens
 from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
+from aqaa.lm.heard import mask_heard_labels
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
 from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, shard_model
@@ -214,6 +215,8 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
                                 f"{PREVIOUS[cfg.stage]} first")
     lm = AudioLM.load(prev)
     lm.cfg.name, lm.cfg.rhythm = cfg.lm.name, cfg.lm.rhythm  # the answer format is the stage's (preset + overrides)
+    if cfg.lm.heard_encoder and not lm.cfg.heard_encoder:  # a later stage may add the encoder (it starts as a no-op)
+        lm.with_heard_encoder(cfg.lm.heard_encoder)
     return lm
 
 
@@ -296,7 +299,9 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     tok_count = 0
     while step < cfg.steps:
         mine = batch_plan(sizes, cfg.mix, cfg.batch, cfg.seed, step)[rank::world]  # this rank reads only its share
-        batch = {k: v.to(acc.device) for k, v in collate([parts[n][i] for n, i in mine], pad, cfg.max_len).items()}
+        batch = collate([parts[n][i] for n, i in mine], pad, cfg.max_len)
+        batch["labels"] = mask_heard_labels(lm.model, batch["input_ids"], batch["labels"])
+        batch = {k: v.to(acc.device) for k, v in batch.items()}
         with acc.autocast():
             loss, logged = token_loss(model, batch, acc)
         opt.zero_grad(set_to_none=True)
@@ -319,7 +324,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
             return ckpt
     bar.close()
     acc.wait_for_everyone()
-    plain = _gathered(model) if sharded else acc.unwrap_model(model)
+    plain = _gathered(model, lm) if sharded else acc.unwrap_model(model)
     if acc.is_main_process:
         lm.model = plain.eval()
         lm.save(final)
@@ -329,7 +334,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     return final
 
 
-def _gathered(sharded_model: torch.nn.Module) -> torch.nn.Module | None:
+def _gathered(sharded_model: torch.nn.Module, lm: AudioLM) -> torch.nn.Module | None:
     """A plain CPU copy of an FSDP-sharded model on rank 0, None elsewhere (collective: every rank calls it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from transformers import AutoModelForCausalLM
@@ -338,6 +343,10 @@ def _gathered(sharded_model: torch.nn.Module) -> torch.nn.Module | None:
     if not state:
         return None
     plain = AutoModelForCausalLM.from_config(sharded_model.config)
+    if lm.cfg.heard_encoder:
+        from aqaa.lm.heard import attach
+
+        attach(plain, lm.cfg.heard_encoder, lm.vocab.ctrl)
     plain.load_state_dict({k: v.float() for k, v in state.items()})
     return plain
 

@@ -94,10 +94,20 @@ def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40)
     return {"accuracy": hits / max(n, 1), "loss": sum(losses) / max(len(losses), 1), "n": n}
 
 
-def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | Path, data_dir: str | Path,
-                     tokens_path: str | Path, out: str | Path, limit: int = 40) -> Path:
+def folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
+    """A model folder's weights: transformers' file plus the heard-audio encoder's where there is one."""
     from safetensors.torch import load_file
 
+    from aqaa.lm.heard import ENCODER_FILE
+
+    state = load_file(Path(folder) / "model.safetensors")
+    if (Path(folder) / ENCODER_FILE).exists():
+        state.update(load_file(Path(folder) / ENCODER_FILE))
+    return state
+
+
+def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | Path, data_dir: str | Path,
+                     tokens_path: str | Path, out: str | Path, limit: int = 40) -> Path:
     from aqaa.data.tokens import load_tokens
 
     out = Path(out)
@@ -105,11 +115,14 @@ def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | P
     tokens = load_tokens(tokens_path, data_dir)
     sft = AudioLM.load(sft_dir)
     sft_state = {k: v.clone() for k, v in sft.model.state_dict().items()}
-    dpo_state = load_file(Path(dpo_dir) / "model.safetensors")
-    base_state = load_file(Path(base_dir) / "model.safetensors")
-    for state in (dpo_state, base_state):  # tied output weights are stored once, as the input embedding
-        if "lm_head.weight" in sft_state and "lm_head.weight" not in state:
+    dpo_state, base_state = folder_state(dpo_dir), folder_state(base_dir)
+    for state in (dpo_state, base_state):
+        if "lm_head.weight" in sft_state and "lm_head.weight" not in state:  # tied: stored once, as the embedding
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        for k in sft_state.keys() - state.keys():  # an encoder added after the base: its task vector starts there
+            if ".encoder." not in k:
+                raise ValueError(f"merge: {k} is missing from one of the models")
+            state[k] = sft_state[k]
     results_path = out / "selection.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     done = {json.dumps(r["candidate"], sort_keys=True) for r in results}

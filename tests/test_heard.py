@@ -1,0 +1,136 @@
+"""The heard-audio encoder (`aqaa.lm.heard`): it finds the blocks the model hears (user turns, ASR inputs) and only
+those, reads them both ways, starts as a no-op, survives save/load beside a plain transformers file, gives the lean
+decoder the training forward's logits, masks its own positions from the loss, and trains through the stages, DPO
+and merging."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from aqaa.lm.decode import HFDecoder, LlamaDecoder
+from aqaa.lm.format import audio_block, document, user_turn
+from aqaa.lm.heard import ENCODER_FILE, heard_embedding, heard_spans, mask_heard_labels
+from aqaa.lm.model import PRESETS, AudioLM
+
+LINES = ["What is the capital of Japan?", "The capital of Japan is Tokyo.", "Seven plus five is twelve."] * 5
+
+
+def tiny(encoder: int = 0) -> AudioLM:
+    lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=encoder), LINES, seed=3)
+    lm.model.eval()
+    return lm
+
+
+def audio(lm: AudioLM, groups: int, seed: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return lm.vocab.audio_group_ids(torch.randint(0, 1024, (2 * groups,), generator=g).tolist(),
+                                    torch.randint(0, 4096, (3 * groups,), generator=g).tolist())
+
+
+def conversation(lm: AudioLM) -> tuple[list[int], tuple[int, int], tuple[int, int]]:
+    """<bos> user turn <assistant> spoken block: ids, the heard span, the spoken span."""
+    c = lm.vocab.ctrl
+    heard, spoken = audio(lm, 3, 0), audio(lm, 2, 1)
+    ids = [c["bos"], *user_turn(lm.vocab, heard), c["assistant"], *audio_block(lm.vocab, spoken)]
+    lo = ids.index(c["audio_start"]) + 1
+    lo2 = len(ids) - len(spoken) - 1
+    return ids, (lo, lo + len(heard)), (lo2, lo2 + len(spoken))
+
+
+def perturb(lm: AudioLM) -> None:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        heard_embedding(lm.model).encoder.out.weight.normal_(0, 0.5)
+
+
+def test_finds_heard_blocks_only():
+    lm = tiny()
+    c, v = lm.vocab.ctrl, lm.vocab
+    ids, heard, spoken = conversation(lm)
+    markers = (c["user"], c["audio_start"], c["audio_end"], c["asr"])
+    assert heard_spans(ids, *markers) == [heard]  # the assistant's spoken block is not heard
+    asr = document(v, "asr", v.encode_text("hello"), audio(lm, 2, 2)).ids
+    tts = document(v, "tts", v.encode_text("hello"), audio(lm, 2, 3)).ids
+    assert heard_spans(asr, *markers) == [(2, 2 + 10)] and heard_spans(tts, *markers) == []
+    assert heard_spans(ids[: heard[1]], *markers) == []  # a block not closed yet is not read
+
+
+def test_starts_as_a_no_op_and_reads_the_heard_block_both_ways():
+    plain, lm = tiny(), tiny(encoder=16)
+    ids, (lo, hi), (slo, shi) = conversation(lm)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(x).logits, plain.model(x).logits)  # zero-initialised output
+        perturb(lm)
+        emb = lm.model.get_input_embeddings()
+        later = x.clone()
+        later[0, hi - 1] = ids[hi - 2]  # change the heard block's last token
+        moved = (emb(later) - emb(x)).abs().sum(-1)[0]
+        assert moved[lo] > 0  # ... and its first position moves: read backwards too
+        assert moved[:lo].sum() == 0 and moved[hi:].sum() == 0
+        spoken = x.clone()
+        spoken[0, shi - 1] = ids[shi - 2]  # a spoken block stays plain and causal
+        assert (emb(spoken) - emb(x)).abs().sum(-1)[0, : shi - 1].sum() == 0
+
+
+def test_saves_beside_a_plain_llama_and_loads_back(tmp_path):
+    from safetensors.torch import load_file
+
+    lm = tiny(encoder=16)
+    perturb(lm)
+    lm.save(tmp_path / "m")
+    assert (tmp_path / "m" / ENCODER_FILE).exists()
+    assert not any(".encoder." in k for k in load_file(tmp_path / "m" / "model.safetensors"))
+    back = AudioLM.load(tmp_path / "m")
+    assert back.cfg.heard_encoder == 16
+    assert back.model.lm_head.weight is back.model.get_input_embeddings().weight  # still tied
+    x = torch.tensor([conversation(lm)[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(x).logits, lm.model(x).logits)
+
+
+def test_lean_decoder_matches_the_training_forward():
+    lm = tiny(encoder=16)
+    perturb(lm)
+    ids, _, _ = conversation(lm)
+    cut = ids.index(lm.vocab.ctrl["assistant"]) + 1
+    lean, hf = LlamaDecoder(lm.model), HFDecoder(lm.model)
+    c1, c2 = lean.new_cache(), hf.new_cache()
+    torch.testing.assert_close(lean.forward(ids[:cut], c1), hf.forward(ids[:cut], c2), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        full = lm.model(torch.tensor([ids])).logits[0]
+    for i in range(cut, len(ids)):  # the answer, token by token, as generation feeds it
+        torch.testing.assert_close(lean.forward([ids[i]], c1), full[i], atol=1e-4, rtol=1e-4)
+
+
+def test_encoded_positions_carry_no_loss():
+    lm = tiny(encoder=16)
+    ids, (lo, hi), _ = conversation(lm)
+    labels = torch.tensor([ids])
+    masked = mask_heard_labels(lm.model, labels, labels)
+    assert (masked[0, lo:hi] == -100).all() and (masked[0, :lo] == labels[0, :lo]).all()
+    assert (masked[0, hi:] == labels[0, hi:]).all()
+    assert mask_heard_labels(tiny().model, labels, labels) is labels
+
+
+def test_trains_through_stages_dpo_and_merge(tiny_corpus, tmp_path):
+    """A later stage adds the encoder to a stage-1 model, trains it (its output layer leaves zero), and DPO and the
+    merge carry it along."""
+    from aqaa.train.dpo import train_dpo
+    from aqaa.train.lm import stage_config, train_stage
+    from aqaa.train.merge import merge_and_select
+
+    args = (tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
+    base = train_stage(stage_config("stage1", "tiny", ["steps=2", "batch=2"]), *args)
+    sft = train_stage(stage_config("stage2", "tiny", ["steps=4", "batch=2", "lr=1e-2", "lm.heard_encoder=8",
+                                                   'mix={"asr": 1.0}']), *args)
+    lm = AudioLM.load(sft)
+    assert lm.cfg.heard_encoder == 8 and heard_embedding(lm.model).encoder.out.weight.abs().sum() > 0
+    dpo = train_dpo(sft, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "dpo",
+                    ["steps=2", "batch=2", "grad_accum=1", "save_every=2", "log_every=1"])
+    assert (dpo / ENCODER_FILE).exists()
+    merged = merge_and_select(sft, dpo, base, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "merge", limit=2)
+    out = AudioLM.load(merged)
+    assert out.cfg.heard_encoder == 8 and (merged / ENCODER_FILE).exists()
