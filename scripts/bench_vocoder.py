@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from aqaa.audio.measure import measure, semitones
+from aqaa.audio.measure import measure, paired_f0, semitones
 from aqaa.data.tokens import read_tokens
 from aqaa.eval.asr import transcribe
 from aqaa.eval.text import wer
@@ -117,12 +117,14 @@ def main() -> None:
         src = sf.read(data / row["audio"], dtype="float32")[0]
         out = voc.synthesize(t["linguistic"], t["semantic"], t["duration_s"])
         ms, mo = measure(src, 16_000), measure(out, 16_000)
+        shift, kept = paired_f0(src, out, 16_000)
         pros.append({"audio": row["audio"], "axis": row["control"]["axis"], "f0_src_hz": ms.f0_hz,
                      "f0_out_hz": mo.f0_hz,
                      "duration_ratio": mo.speech_s / max(ms.speech_s, 1e-3),
                      "rms_db_diff": mo.rms_db - ms.rms_db,
                      "f0_st_diff": semitones(mo.f0_hz, ms.f0_hz) if ms.f0_hz == ms.f0_hz and mo.f0_hz == mo.f0_hz
-                     else float("nan")})
+                     else float("nan"),
+                     "f0_paired_st": shift, "voiced_kept": kept})
     ok_dur = [abs(p["duration_ratio"] - 1) <= 0.10 for p in pros]
     ok_rms = [abs(p["rms_db_diff"]) <= 2.0 for p in pros]
     ok_f0 = [abs(p["f0_st_diff"]) <= 1.0 for p in pros]
@@ -134,6 +136,10 @@ def main() -> None:
         "duration_ratio_median": round(statistics.median(p["duration_ratio"] for p in pros), 3),
         "rms_db_diff_median": round(statistics.median(p["rms_db_diff"] for p in pros), 2),
         "f0_st_diff_median": round(float(np.nanmedian([p["f0_st_diff"] for p in pros])), 2),
+        "f0_paired_within_1st": round(float(np.mean([abs(p["f0_paired_st"]) <= 1.0 for p in pros])), 3),
+        "f0_paired_st_median": round(float(np.nanmedian([p["f0_paired_st"] for p in pros])), 2),
+        "voiced_kept_median": round(float(np.median([p["voiced_kept"] for p in pros])), 3),
+        "all_three": int(sum(d and r and f for d, r, f in zip(ok_dur, ok_rms, ok_f0))),
     }
 
     report = {"vocoder": args.vocoder, "config": json.loads((Path(args.vocoder) / "vocoder.json").read_text()),
@@ -152,6 +158,21 @@ def main() -> None:
            f"| duration within 10 % | {prosody['duration_within_10pct']:.3f} | ratio {prosody['duration_ratio_median']} |",
            f"| RMS within 2 dB | {prosody['rms_within_2db']:.3f} | {prosody['rms_db_diff_median']} dB |",
            f"| median F0 within 1 st | {prosody['f0_within_1st']:.3f} | {prosody['f0_st_diff_median']} st |",
+           f"| all three | {prosody['all_three']} / {len(pros)} | |", "",
+           "Diagnostics: the median over frames voiced in both of the per-frame pitch difference (a pitch error), "
+           "and the share of the source's voiced frames the resynthesis voices too (a voicing error, which moves "
+           "the median F0 of a phrase spoken in two registers):", "",
+           "| diagnostic | pass rate | median |", "|---|---|---|",
+           f"| frame-paired F0 within 1 st | {prosody['f0_paired_within_1st']:.3f} | "
+           f"{prosody['f0_paired_st_median']} st |",
+           f"| source voiced frames kept | | {prosody['voiced_kept_median']} |",
+           "",
+           "Failing clips:", "", "| clip | axis | F0 src -> out (Hz) | st | paired st | voiced kept | dB | duration |",
+           "|---|---|---|---|---|---|---|---|",
+           *[f"| {p['audio']} | {p['axis']} | {p['f0_src_hz']:.0f} -> {p['f0_out_hz']:.0f} | {p['f0_st_diff']:+.2f} | "
+             f"{p['f0_paired_st']:+.2f} | {p['voiced_kept']:.2f} | {p['rms_db_diff']:+.1f} | {p['duration_ratio']:.2f} |"
+             for p in pros if not (abs(p["duration_ratio"] - 1) <= 0.10 and abs(p["rms_db_diff"]) <= 2.0
+                                   and abs(p["f0_st_diff"]) <= 1.0)],
            "", "Streaming speed (one 120 ms group per step):", "", "| measure | value |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in speed.items()]
     md += ["", "Examples (reference / piper / vocoder / griffin-lim):", ""]

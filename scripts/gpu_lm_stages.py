@@ -68,7 +68,7 @@ def send(folder: Path, out: Path, name: str, summary: dict) -> None:
 
 
 def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_steps: int,
-        stage1_steps: int = 0) -> None:
+        stage1_steps: int = 0, extra: list[str] | None = None) -> None:
     import torch
 
     from aqaa.train.recipe import Recipe
@@ -86,6 +86,9 @@ def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_
     if smoke:
         small = ["steps=2", "batch=2"]
         recipe.cfg = dataclasses.replace(recipe.cfg, stage1=small, stage2=small, stage3=small, sft=small)
+    extra = extra or []  # e.g. lm.heard_encoder=128: the same setting on every LM stage
+    recipe.cfg = dataclasses.replace(recipe.cfg, **{k: getattr(recipe.cfg, k) + extra
+                                                    for k in ("stage1", "stage2", "stage3", "sft")})
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     summary: dict = {"device": device, "torch": torch.__version__, "stage1": recipe.cfg.stage1}
     lm, tokens = work / "lm", work / "tokens" / "tokens.jsonl"
@@ -118,7 +121,7 @@ def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_
     steps = 2 if smoke else min(long_steps, int(rate * left) // 100 * 100)
     if long_steps and steps >= (2 if smoke else 2500):
         cfg = stage_config("stage1", "default", [f"steps={steps}", f"linguistic_init={work / 'tokenizer'}"] +
-                           (["batch=2"] if smoke else []))
+                           (["batch=2"] if smoke else []) + extra)
         t0 = time.perf_counter()
         train_stage(cfg, bundle / "data", tokens, work / "long")
         summary["long_stage1"] = {"steps": steps, "wall_s": round(time.perf_counter() - t0, 1),
@@ -149,11 +152,12 @@ def main() -> None:
     r.add_argument("--long-steps", type=int, default=8000)
     r.add_argument("--stage1-steps", type=int, default=0, help="stage 1 steps (default: the recipe's)")
     r.add_argument("--smoke", action="store_true")
+    r.add_argument("--extra", nargs="*", default=[], help="key=value for every LM stage (e.g. lm.heard_encoder=128)")
     a = ap.parse_args()
     if a.cmd == "pack":
         pack(a.data, a.tokenizer, a.tokens, a.out)
     else:
-        run(a.bundle, a.work, a.out, a.budget_s, a.smoke, a.long_steps, a.stage1_steps)
+        run(a.bundle, a.work, a.out, a.budget_s, a.smoke, a.long_steps, a.stage1_steps, a.extra)
 
 
 if __name__ == "__main__":

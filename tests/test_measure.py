@@ -37,3 +37,20 @@ def test_text_normalization_treats_digits_and_words_alike():
     assert wer("What is seventy-two minus 3?", "what is 72 minus three") == 0.0
     assert contains_answer("The answer is 12.", ["twelve"])
     assert not contains_answer("The answer is 120.", ["twelve"])
+
+
+def test_paired_f0_tells_a_voicing_loss_from_a_pitch_shift():
+    """A rendering that loses its low-pitched half keeps every frame's pitch (paired shift ~0) but only part of the
+    voiced frames, while its median F0 jumps: what `paired_f0` is there to show."""
+    import numpy as np
+
+    from aqaa.audio.measure import median_f0, paired_f0
+
+    low, _ = synthesize("joe", TEXT, Style(pitch=-6))
+    high, _ = synthesize("joe", TEXT, Style(pitch=4))
+    n = min(len(low), len(high))
+    both = np.concatenate([high[:n], low[:n]])
+    lost = np.concatenate([high[:n], np.zeros(n, np.float32)])
+    shift, kept = paired_f0(both, lost, 16_000)
+    assert abs(shift) < 0.2 and 0.3 < kept < 0.7
+    assert semitones(median_f0(lost, 16_000), median_f0(both, 16_000)) > 2

@@ -209,3 +209,22 @@ def test_extreme_weight_draws_far_pitched_or_levelled_clips_more(tiny_corpus):
     rng = random.Random(0)
     draws = [rng.choices(range(len(w)), cum_weights=bank.cum_weights)[0] for _ in range(4000)]
     assert abs(np.mean(np.array(draws) == int(np.argmax(w))) - w.max() / w.sum()) < 0.03
+
+
+def test_periodicity_tells_pulses_from_noise_frame_by_frame():
+    """The periodicity loss's measure: ~1 on frames of a pulse train at the given pitch, ~0 on noise, aligned with
+    the F0 frames ((t + 1) hop), and differentiable; its loss is 0 against itself and counts voiced frames only."""
+    from aqaa.train.vocoder import periodicity, periodicity_loss
+    from aqaa.vocoder.model import pulse_train
+
+    torch.manual_seed(0)
+    pulses, _ = pulse_train(torch.full((1, 100), 95.0), torch.ones(1, 100), None, 160, 16_000, 7600.0)
+    y = torch.cat([torch.randn(1, 50 * 160) * pulses.std(), pulses[:, 50 * 160:]], 1).requires_grad_()
+    p = periodicity(y, torch.full((1, 100), 95.0))
+    assert p.shape == (1, 100)
+    assert p[0, 5:45].abs().max() < 0.25 and p[0, 55:95].min() > 0.9  # noise first half, pulses second
+    voiced = (torch.arange(100) >= 50).float()[None]
+    assert periodicity_loss(y, y.detach(), torch.full((1, 100), 95.0), voiced).item() < 1e-5
+    loss = periodicity_loss(y, pulses, torch.full((1, 100), 95.0), 1 - voiced)  # the noise half should be periodic
+    loss.backward()
+    assert loss.item() > 0.7 and y.grad[0, : 45 * 160].abs().sum() > 0
