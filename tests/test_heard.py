@@ -11,7 +11,7 @@ import torch
 
 from aqaa.lm.decode import HFDecoder, LlamaDecoder
 from aqaa.lm.format import audio_block, document, user_turn
-from aqaa.lm.heard import ENCODER_FILE, heard_embedding, heard_spans, mask_heard_labels
+from aqaa.lm.heard import ENCODER_FILE, heard_ctc_loss, heard_embedding, heard_spans, mask_heard_labels
 from aqaa.lm.model import PRESETS, AudioLM
 
 LINES = ["What is the capital of Japan?", "The capital of Japan is Tokyo.", "Seven plus five is twelve."] * 5
@@ -115,6 +115,22 @@ def test_encoded_positions_carry_no_loss():
     assert mask_heard_labels(tiny().model, labels, labels) is labels
 
 
+def test_ctc_head_reads_asr_transcripts_only():
+    lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_ctc=1.0), LINES, seed=3)
+    v = lm.vocab
+    asr = document(v, "asr", v.encode_text("Tokyo is big"), audio(lm, 4, 2)).ids
+    tts = document(v, "tts", v.encode_text("Tokyo is big"), audio(lm, 4, 3)).ids
+    n = max(len(asr), len(tts))
+    pad = lambda ids: ids + [v.ctrl["pad"]] * (n - len(ids))  # noqa: E731
+    loss = heard_ctc_loss(lm.model, torch.tensor([pad(asr), pad(tts)]), v.decode_text)
+    loss.backward()
+    enc = heard_embedding(lm.model).encoder
+    assert loss.item() > 1.0 and enc.chars.weight.grad.abs().sum() > 0 and enc.gru.weight_ih_l0.grad.abs().sum() > 0
+    none = heard_ctc_loss(lm.model, torch.tensor([tts]), v.decode_text)  # nothing to read: zero, still a graph
+    assert none.item() == 0.0 and none.requires_grad
+    assert heard_ctc_loss(tiny(encoder=16).model, torch.tensor([asr]), v.decode_text) is None  # no CTC head
+
+
 def test_trains_through_stages_dpo_and_merge(tiny_corpus, tmp_path):
     """A later stage adds the encoder to a stage-1 model, trains it (its output layer leaves zero), and DPO and the
     merge carry it along."""
@@ -125,12 +141,34 @@ def test_trains_through_stages_dpo_and_merge(tiny_corpus, tmp_path):
     args = (tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
     base = train_stage(stage_config("stage1", "tiny", ["steps=2", "batch=2"]), *args)
     sft = train_stage(stage_config("stage2", "tiny", ["steps=4", "batch=2", "lr=1e-2", "lm.heard_encoder=8",
-                                                   'mix={"asr": 1.0}']), *args)
+                                                   "lm.heard_ctc=0.5", "heard_ctc_warmup=3", 'mix={"asr": 1.0}']),
+                      *args)
     lm = AudioLM.load(sft)
     assert lm.cfg.heard_encoder == 8 and heard_embedding(lm.model).encoder.out.weight.abs().sum() > 0
+    assert heard_embedding(lm.model).encoder.chars is not None
+    assert "ctc" in (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines()[-1]
     dpo = train_dpo(sft, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "dpo",
                     ["steps=2", "batch=2", "grad_accum=1", "save_every=2", "log_every=1"])
     assert (dpo / ENCODER_FILE).exists()
     merged = merge_and_select(sft, dpo, base, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "merge", limit=2)
     out = AudioLM.load(merged)
     assert out.cfg.heard_encoder == 8 and (merged / ENCODER_FILE).exists()
+
+
+def test_ctc_warm_up_trains_the_encoder_alone(tiny_corpus):
+    from aqaa.data.tokens import load_tokens
+    from aqaa.train.lm import build_parts, collate, stage_config, warm_heard_encoder
+
+    lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_ctc=1.0), LINES, seed=3)
+    parts = build_parts(tiny_corpus["data"], load_tokens(tiny_corpus["tokens"], tiny_corpus["data"]), lm.vocab,
+                        lm.cfg.rhythm)
+    ids = collate(parts["asr"][:4], lm.vocab.ctrl["pad"], 768)["input_ids"]
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    with torch.no_grad():
+        start = heard_ctc_loss(lm.model, ids, lm.vocab.decode_text).item()
+    warm_heard_encoder(lm, parts, stage_config("stage1", "tiny", ["heard_ctc_warmup=30", "batch=4"]), "cpu")
+    with torch.no_grad():
+        assert heard_ctc_loss(lm.model, ids, lm.vocab.decode_text).item() < start
+    after = lm.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".encoder.gru." in k or ".encoder.chars." in k for k in changed)

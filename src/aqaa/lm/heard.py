@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 ENCODER_FILE = "heard_encoder.safetensors"
+CHARS = " abcdefghijklmnopqrstuvwxyz'"  # the CTC head's alphabet (after `aqaa.eval.text.normalize`), blank = 0
 
 
 def heard_spans(row: list[int], user: int, audio_start: int, audio_end: int, asr: int) -> list[tuple[int, int]]:
@@ -42,21 +43,28 @@ def heard_spans(row: list[int], user: int, audio_start: int, audio_end: int, asr
 
 
 class HeardAudioEncoder(nn.Module):
-    """Residual BiGRU: x + out(BiGRU(x)) over the embeddings of one or many heard blocks (zero-initialised out)."""
+    """Residual BiGRU: x + out(BiGRU(x)) over the embeddings of one or many heard blocks (zero-initialised out);
+    with `ctc`, a character head on the GRU states that an auxiliary CTC loss trains on ASR transcripts."""
 
-    def __init__(self, dim: int, hidden: int, layers: int = 2):
+    def __init__(self, dim: int, hidden: int, layers: int = 2, ctc: bool = False):
         super().__init__()
         self.gru = nn.GRU(dim, hidden, num_layers=layers, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.chars = nn.Linear(2 * hidden, len(CHARS) + 1) if ctc else None
 
-    def forward(self, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Blocks [len_i, dim] -> encoded blocks of the same shapes, in one packed GRU call."""
+    def states(self, blocks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(padded blocks [N, T, dim], GRU states [N, T, 2 hidden], lengths [N]), in one packed GRU call."""
         lengths = torch.tensor([len(b) for b in blocks])
         padded = nn.utils.rnn.pad_sequence(blocks, batch_first=True)
         packed = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=padded.shape[1])
+        return padded, h, lengths
+
+    def forward(self, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Blocks [len_i, dim] -> encoded blocks of the same shapes."""
+        padded, h, _ = self.states(blocks)
         y = padded + self.out(h).to(padded.dtype)
         return [y[i, : len(b)] for i, b in enumerate(blocks)]
 
@@ -64,12 +72,13 @@ class HeardAudioEncoder(nn.Module):
 class HeardEmbedding(nn.Embedding):
     """Token embeddings, then the heard-audio encoder over each heard block of the ids."""
 
-    def __init__(self, base: nn.Embedding, hidden: int, ctrl: dict[str, int], layers: int = 2):
+    def __init__(self, base: nn.Embedding, hidden: int, ctrl: dict[str, int], layers: int = 2, ctc: bool = False):
         super().__init__(base.num_embeddings, base.embedding_dim, padding_idx=base.padding_idx,
                          device=base.weight.device, dtype=base.weight.dtype)
         self.weight = base.weight  # the same Parameter: a tied output head stays tied
-        self.encoder = HeardAudioEncoder(base.embedding_dim, hidden, layers).to(base.weight.device)
+        self.encoder = HeardAudioEncoder(base.embedding_dim, hidden, layers, ctc).to(base.weight.device)
         self.markers = tuple(ctrl[k] for k in ("user", "audio_start", "audio_end", "asr"))
+        self.eos = ctrl["eos"]
 
     def spans(self, ids: torch.Tensor) -> list[list[tuple[int, int]]]:
         return [heard_spans(row, *self.markers) for row in ids.tolist()]
@@ -86,12 +95,14 @@ class HeardEmbedding(nn.Embedding):
         return x
 
 
-def attach(model: nn.Module, hidden: int, ctrl: dict[str, int]) -> HeardEmbedding:
+def attach(model: nn.Module, hidden: int, ctrl: dict[str, int], ctc: bool = False) -> HeardEmbedding:
     """Give an HF causal LM the heard-audio encoder (a no-op if it has one); returns its embedding module."""
     emb = model.get_input_embeddings()
     if isinstance(emb, HeardEmbedding):
+        if ctc and emb.encoder.chars is None:
+            emb.encoder.chars = nn.Linear(emb.encoder.out.in_features, len(CHARS) + 1).to(emb.weight.device)
         return emb
-    heard = HeardEmbedding(emb, hidden, ctrl)
+    heard = HeardEmbedding(emb, hidden, ctrl, ctc=ctc)
     model.set_input_embeddings(heard)
     return heard
 
@@ -111,3 +122,52 @@ def mask_heard_labels(model: nn.Module, input_ids: torch.Tensor, labels: torch.T
         for lo, hi in spans:
             labels[b, lo:hi] = -100
     return labels
+
+
+def heard_ctc_loss(model: nn.Module, input_ids: torch.Tensor, decode_text) -> torch.Tensor | None:
+    """CTC of the encoder's character head against the transcript of every ASR document's heard block (the text
+    between `<|asr|>` and `<|eos|>`, decoded by `decode_text` and normalized); None without a CTC head.
+
+    Why: trained through the LM's loss alone, the encoder learned slowly (reports/hearing_data.md); a 2-layer BiGRU
+    trained by CTC reads these tokens at 11 % CER. This gives the encoder that direct signal; the LM's own output
+    head is left alone (a CTC loss through the tied head failed: reports/asr_probe.md)."""
+    from aqaa.eval.text import normalize
+
+    heard = heard_embedding(model)
+    if heard is None or heard.encoder.chars is None:
+        return None
+    asr = heard.markers[3]
+    blocks, targets = [], []
+    x = nn.functional.embedding(input_ids, heard.weight)
+    for b, row in enumerate(input_ids.tolist()):
+        for lo, hi in heard_spans(row, *heard.markers):
+            if hi + 1 >= len(row) or row[hi + 1] != asr:
+                continue
+            text = row[hi + 2:]
+            text = text[: text.index(heard.eos)] if heard.eos in text else text
+            chars = [CHARS.index(c) + 1 for c in normalize(decode_text(text)) if c in CHARS]
+            if 0 < len(chars) <= hi - lo:
+                blocks.append(x[b, lo:hi])
+                targets.append(torch.tensor(chars))
+    head = heard.encoder.chars
+    if not blocks:  # keep every parameter in the graph (DDP expects gradients for all of them)
+        return sum(p.sum() for p in head.parameters()) * 0.0
+    _, h, lengths = heard.encoder.states(blocks)
+    logp = head(h).float().log_softmax(-1).transpose(0, 1)
+    return nn.functional.ctc_loss(logp, torch.cat(targets).to(logp.device), lengths,
+                                  torch.tensor([len(t) for t in targets]), zero_infinity=True)
+
+
+@torch.no_grad()
+def heard_ctc_transcript(model: nn.Module, audio_ids: list[int]) -> str:
+    """Greedy CTC reading of one heard block by the encoder's character head (a probe of what the encoder hears)."""
+    heard = heard_embedding(model)
+    if heard is None or heard.encoder.chars is None:
+        raise ValueError("the model has no heard-audio encoder with a CTC head")
+    _, h, _ = heard.encoder.states([heard.weight[torch.tensor(audio_ids)]])
+    best, chars, prev = heard.encoder.chars(h[0]).argmax(-1).tolist(), [], 0
+    for c in best:
+        if c != prev and c != 0:
+            chars.append(CHARS[c - 1])
+        prev = c
+    return " ".join("".join(chars).split())

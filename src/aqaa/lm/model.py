@@ -30,6 +30,7 @@ class LMConfig:
     pretrained: str = ""  # "smollm2": start from the bundled SmolLM2-135M-Instruct
     tie_embeddings: bool = True
     heard_encoder: int = 0  # > 0: a BiGRU of that size reads every audio block the model hears (aqaa/lm/heard.py)
+    heard_ctc: float = 0.0  # > 0: weight of the encoder's auxiliary CTC loss on ASR transcripts (training only)
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -89,7 +90,7 @@ class AudioLM:
         if hidden:
             from aqaa.lm.heard import attach
 
-            attach(self.model, hidden, self.vocab.ctrl)
+            attach(self.model, hidden, self.vocab.ctrl, ctc=self.cfg.heard_ctc > 0)
             self.cfg.heard_encoder = hidden
         return self
 

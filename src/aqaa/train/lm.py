@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from aqaa.data.tokens import load_tokens
 from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
-from aqaa.lm.heard import mask_heard_labels
+from aqaa.lm.heard import heard_ctc_loss, mask_heard_labels
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
 from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, shard_model
@@ -60,6 +60,11 @@ class StageConfig:
     gradient_checkpointing: bool = False
     linguistic_init: str = ""  # stage 1 of a fresh model: a tokenizer folder whose centroids seed the <l_k> rows
     fsdp: bool = False  # shard parameters, gradients and optimizer state over the processes (FSDP2) instead of DDP
+    # > 0 (with lm.heard_encoder and lm.heard_ctc): that many CTC-only steps on a fresh encoder (GRU + character
+    # head, the LM untouched) before the first step, so the LM meets an encoder that already reads characters
+    # (measured: reports/hearing_data.md, the encoder then reads test questions at 18 % CER)
+    heard_ctc_warmup: int = 0
+    heard_ctc_warmup_lr: float = 2e-3
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -215,8 +220,9 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
                                 f"{PREVIOUS[cfg.stage]} first")
     lm = AudioLM.load(prev)
     lm.cfg.name, lm.cfg.rhythm = cfg.lm.name, cfg.lm.rhythm  # the answer format is the stage's (preset + overrides)
-    if cfg.lm.heard_encoder and not lm.cfg.heard_encoder:  # a later stage may add the encoder (it starts as a no-op)
-        lm.with_heard_encoder(cfg.lm.heard_encoder)
+    if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op) or its CTC head
+        lm.cfg.heard_ctc = cfg.lm.heard_ctc
+        lm.with_heard_encoder(lm.cfg.heard_encoder or cfg.lm.heard_encoder)
     return lm
 
 
@@ -240,6 +246,36 @@ def token_loss(model, batch: dict, acc) -> tuple[torch.Tensor, torch.Tensor]:
     n_global = acc.reduce((labels != -100).sum().detach(), "sum").clamp(min=1)
     logged = acc.reduce(total.detach(), "sum") / n_global
     return total * acc.num_processes / n_global, logged
+
+
+def fresh_heard_encoder(lm: AudioLM) -> bool:
+    """An encoder the LM has not met yet: its output layer is still all zero."""
+    from aqaa.lm.heard import heard_embedding
+
+    heard = heard_embedding(lm.model)
+    return heard is not None and not heard.encoder.out.weight.any()
+
+
+def warm_heard_encoder(lm: AudioLM, parts: dict, cfg: StageConfig, device) -> None:
+    """CTC alone on the ASR documents, through the encoder's GRU and character head only (batches a function of
+    (seed, step) as the stage's own, so every process warms up alike)."""
+    from aqaa.lm.heard import heard_embedding
+
+    heard = heard_embedding(lm.model)
+    if heard is None or heard.encoder.chars is None or not parts.get("asr"):
+        raise ValueError("heard_ctc_warmup needs lm.heard_encoder, lm.heard_ctc and ASR documents")
+    params = [*heard.encoder.gru.parameters(), *heard.encoder.chars.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.heard_ctc_warmup_lr)
+    sizes, pad = {"asr": len(parts["asr"])}, lm.vocab.ctrl["pad"]
+    for step in tqdm(range(cfg.heard_ctc_warmup), desc="heard encoder CTC warm-up", unit="step"):
+        plan = batch_plan(sizes, {"asr": 1.0}, cfg.batch, cfg.seed + 1, step)
+        ids = collate([parts["asr"][i] for _, i in plan], pad, cfg.max_len)["input_ids"].to(device)
+        loss = heard_ctc_loss(lm.model, ids, lm.vocab.decode_text)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+    lm.model.zero_grad(set_to_none=True)
 
 
 def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path, out: str | Path,
@@ -270,16 +306,18 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     if cfg.gradient_checkpointing:
         lm.model.gradient_checkpointing_enable()
     lm.model.train()
+    parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
+    sizes = {k: len(v) for k, v in parts.items()}
+    if not any(sizes.get(k) for k in cfg.mix):
+        raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
+    if cfg.heard_ctc_warmup and not (ckpt / "trainer.json").exists() and fresh_heard_encoder(lm):
+        lm.model.to(acc.device)  # (a resumed run's checkpoint holds the warmed encoder; a later stage's is trained)
+        warm_heard_encoder(lm, parts, cfg, acc.device)
     sharded = cfg.fsdp and acc.num_processes > 1  # FSDP over one process is the plain model
     if sharded:
         shard_model(lm.model, cfg.mixed_precision)  # before the optimizer: it must hold the sharded parameters
     if acc.is_main_process:
         (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-
-    parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
-    sizes = {k: len(v) for k, v in parts.items()}
-    if not any(sizes.get(k) for k in cfg.mix):
-        raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
 
     decay = [p for n, p in lm.model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in lm.model.named_parameters() if p.ndim < 2]
@@ -304,6 +342,9 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         batch = {k: v.to(acc.device) for k, v in batch.items()}
         with acc.autocast():
             loss, logged = token_loss(model, batch, acc)
+            ctc = heard_ctc_loss(lm.model, batch["input_ids"], lm.vocab.decode_text) if lm.cfg.heard_ctc else None
+            if ctc is not None:
+                loss = loss + lm.cfg.heard_ctc * ctc
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         gnorm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -316,7 +357,8 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         bar.set_postfix(loss=f"{logged.item():.3f}")
         if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
             metrics.log(step=step, loss=round(logged.item(), 6), lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
-                        tokens=tok_count, processes=world, elapsed_s=round(bar.format_dict["elapsed"], 1))
+                        tokens=tok_count, processes=world, elapsed_s=round(bar.format_dict["elapsed"], 1),
+                        **({"ctc": round(float(ctc), 4)} if ctc is not None else {}))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint_on_main(acc, ckpt, model, opt, step, sched)
         if stop_after is not None and step >= stop_after:
