@@ -147,8 +147,13 @@ def test_trains_through_stages_dpo_and_merge(tiny_corpus, tmp_path):
     assert lm.cfg.heard_encoder == 8 and heard_embedding(lm.model).encoder.out.weight.abs().sum() > 0
     assert heard_embedding(lm.model).encoder.chars is not None
     assert "ctc" in (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines()[-1]
-    dpo = train_dpo(sft, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "dpo",
-                    ["steps=2", "batch=2", "grad_accum=1", "save_every=2", "log_every=1"])
+    try:
+        dpo = train_dpo(sft, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "dpo",
+                        ["steps=2", "batch=2", "grad_accum=1", "save_every=2", "log_every=1"])
+    finally:  # TRL leaves a process-wide accelerate state (its own precision) that later stages in this process reject
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(True)
     assert (dpo / ENCODER_FILE).exists()
     merged = merge_and_select(sft, dpo, base, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "merge", limit=2)
     out = AudioLM.load(merged)
