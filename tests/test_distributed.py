@@ -21,10 +21,12 @@ def _rows(folder: Path) -> list[dict]:
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun not installed beside this python")
-def test_two_processes_match_one_and_resume_on_one(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["lm.heard_encoder=8"]], ids=["plain", "heard_encoder"])
+def test_two_processes_match_one_and_resume_on_one(tiny_corpus, tmp_path, extra):
+    """(With the heard-audio encoder too: a rank whose rows hear nothing must still give it a gradient.)"""
     from aqaa.train.lm import stage_config, train_stage
 
-    over = ["steps=6", "batch=4", "log_every=1", "ckpt_every=2", "warmup=2"]
+    over = ["steps=6", "batch=4", "log_every=1", "ckpt_every=2", "warmup=2", *extra]
     train_stage(stage_config("stage1", "tiny", over), tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "one")
     torchrun = str(Path(sys.executable).parent / "torchrun")
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "aqaa.cli", "train", "pretrain",

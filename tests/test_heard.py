@@ -75,6 +75,16 @@ def test_starts_as_a_no_op_and_reads_the_heard_block_both_ways():
         assert (emb(spoken) - emb(x)).abs().sum(-1)[0, : shi - 1].sum() == 0
 
 
+def test_every_encoder_parameter_gets_a_gradient_even_without_heard_audio():
+    """DDP expects a gradient for every parameter every step: a batch with nothing heard still reaches the encoder."""
+    lm = tiny(encoder=16)
+    lm.model.train()
+    v = lm.vocab
+    tts = document(v, "tts", v.encode_text("hello"), audio(lm, 2, 3)).ids
+    lm.model(input_ids=torch.tensor([tts]), labels=torch.tensor([tts])).loss.backward()
+    assert all(p.grad is not None for p in heard_embedding(lm.model).encoder.parameters())
+
+
 def test_saves_beside_a_plain_llama_and_loads_back(tmp_path):
     from safetensors.torch import load_file
 

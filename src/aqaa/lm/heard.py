@@ -86,7 +86,9 @@ class HeardEmbedding(nn.Embedding):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = super().forward(ids)
         where = [(b, s) for b, spans in enumerate(self.spans(ids)) for s in spans]
-        if not where:
+        if not where:  # training: keep the encoder in the graph (DDP wants a gradient for every parameter, every step)
+            if self.training and torch.is_grad_enabled():
+                x = x + 0.0 * sum(p.sum() for p in self.encoder.parameters())
             return x
         encoded = self.encoder([x[b, lo:hi] for b, (lo, hi) in where])
         x = x.clone()
@@ -164,7 +166,7 @@ def heard_ctc_transcript(model: nn.Module, audio_ids: list[int]) -> str:
     heard = heard_embedding(model)
     if heard is None or heard.encoder.chars is None:
         raise ValueError("the model has no heard-audio encoder with a CTC head")
-    _, h, _ = heard.encoder.states([heard.weight[torch.tensor(audio_ids)]])
+    _, h, _ = heard.encoder.states([heard.weight[torch.tensor(audio_ids, device=heard.weight.device)]])
     best, chars, prev = heard.encoder.chars(h[0]).argmax(-1).tolist(), [], 0
     for c in best:
         if c != prev and c != 0:
