@@ -26,6 +26,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from aqaa.lm.heard import CHARS, ctc_greedy, ctc_targets
 from aqaa.tokenizer.health import codebook_health
 from aqaa.tokenizer.model import DualTokenizer, stream_encode
 
@@ -57,7 +58,6 @@ def renderings(data: Path, split: str) -> list[dict]:
     return rows
 
 
-CHARS = " abcdefghijklmnopqrstuvwxyz'"
 
 
 def ctc_probe(train: list[tuple[np.ndarray, str]], test: list[tuple[np.ndarray, str]], k: int, up: int,
@@ -68,7 +68,6 @@ def ctc_probe(train: list[tuple[np.ndarray, str]], test: list[tuple[np.ndarray, 
     from aqaa.eval.text import normalize
 
     torch.manual_seed(seed)
-    enc = lambda s: [CHARS.index(c) + 1 for c in normalize(s) if c in CHARS]  # noqa: E731
     emb = torch.nn.Embedding(k, 128)
     rnn = torch.nn.GRU(128, 128, num_layers=2, batch_first=True, bidirectional=True)
     out = torch.nn.Linear(256, len(CHARS) + 1)
@@ -86,7 +85,7 @@ def ctc_probe(train: list[tuple[np.ndarray, str]], test: list[tuple[np.ndarray, 
     for _ in tqdm(range(steps), desc=f"ctc probe k={k}", leave=False):
         batch = [train[i] for i in rng.integers(0, len(train), 16)]
         logp, lens = forward(batch)
-        targets = [torch.tensor(enc(t)) for _, t in batch]
+        targets = [torch.tensor(ctc_targets(t)) for _, t in batch]
         loss = ctc(logp.transpose(0, 1), torch.cat(targets), lens, torch.tensor([len(t) for t in targets]))
         opt.zero_grad()
         loss.backward()
@@ -97,14 +96,8 @@ def ctc_probe(train: list[tuple[np.ndarray, str]], test: list[tuple[np.ndarray, 
             batch = test[i : i + 32]
             logp, lens = forward(batch)
             for b, (_, text) in enumerate(batch):
-                best = logp[b, : lens[b]].argmax(-1).tolist()
-                chars, prev = [], 0
-                for c in best:
-                    if c != prev and c != 0:
-                        chars.append(CHARS[c - 1])
-                    prev = c
                 refs.append(normalize(text))
-                hyps.append("".join(chars).strip() or "-")
+                hyps.append(ctc_greedy(logp[b, : lens[b]].argmax(-1).tolist()).strip() or "-")
     return float(jiwer.cer(refs, hyps))
 
 

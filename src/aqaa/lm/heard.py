@@ -23,6 +23,23 @@ ENCODER_FILE = "heard_encoder.safetensors"
 CHARS = " abcdefghijklmnopqrstuvwxyz'"  # the CTC head's alphabet (after `aqaa.eval.text.normalize`), blank = 0
 
 
+def ctc_targets(text: str) -> list[int]:
+    """Normalized text -> CTC labels (1-based indices into CHARS; 0 is the blank)."""
+    from aqaa.eval.text import normalize
+
+    return [CHARS.index(c) + 1 for c in normalize(text) if c in CHARS]
+
+
+def ctc_greedy(best: list[int]) -> str:
+    """Frame-wise argmax labels -> text: repeats collapsed, blanks dropped."""
+    chars, prev = [], 0
+    for c in best:
+        if c != prev and c != 0:
+            chars.append(CHARS[c - 1])
+        prev = c
+    return "".join(chars)
+
+
 def heard_spans(row: list[int], user: int, audio_start: int, audio_end: int, asr: int) -> list[tuple[int, int]]:
     """[start, stop) of the audio tokens of each heard block in one id row (a block cut off by the row's end, as in
     a streamed prefix, counts only once it is closed)."""
@@ -52,7 +69,12 @@ class HeardAudioEncoder(nn.Module):
         self.out = nn.Linear(2 * hidden, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.chars = nn.Linear(2 * hidden, len(CHARS) + 1) if ctc else None
+        self.chars = None
+        if ctc:
+            self.add_ctc_head()
+
+    def add_ctc_head(self) -> None:
+        self.chars = nn.Linear(self.out.in_features, len(CHARS) + 1).to(self.out.weight.device)
 
     def states(self, blocks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(padded blocks [N, T, dim], GRU states [N, T, 2 hidden], lengths [N]), in one packed GRU call."""
@@ -102,7 +124,7 @@ def attach(model: nn.Module, hidden: int, ctrl: dict[str, int], ctc: bool = Fals
     emb = model.get_input_embeddings()
     if isinstance(emb, HeardEmbedding):
         if ctc and emb.encoder.chars is None:
-            emb.encoder.chars = nn.Linear(emb.encoder.out.in_features, len(CHARS) + 1).to(emb.weight.device)
+            emb.encoder.add_ctc_head()
         return emb
     heard = HeardEmbedding(emb, hidden, ctrl, ctc=ctc)
     model.set_input_embeddings(heard)
@@ -133,8 +155,6 @@ def heard_ctc_loss(model: nn.Module, input_ids: torch.Tensor, decode_text) -> to
     Why: trained through the LM's loss alone, the encoder learned slowly (reports/hearing_data.md); a 2-layer BiGRU
     trained by CTC reads these tokens at 11 % CER. This gives the encoder that direct signal; the LM's own output
     head is left alone (a CTC loss through the tied head failed: reports/asr_probe.md)."""
-    from aqaa.eval.text import normalize
-
     heard = heard_embedding(model)
     if heard is None or heard.encoder.chars is None:
         return None
@@ -147,7 +167,7 @@ def heard_ctc_loss(model: nn.Module, input_ids: torch.Tensor, decode_text) -> to
                 continue
             text = row[hi + 2:]
             text = text[: text.index(heard.eos)] if heard.eos in text else text
-            chars = [CHARS.index(c) + 1 for c in normalize(decode_text(text)) if c in CHARS]
+            chars = ctc_targets(decode_text(text))
             if 0 < len(chars) <= hi - lo:
                 blocks.append(x[b, lo:hi])
                 targets.append(torch.tensor(chars))
@@ -167,9 +187,4 @@ def heard_ctc_transcript(model: nn.Module, audio_ids: list[int]) -> str:
     if heard is None or heard.encoder.chars is None:
         raise ValueError("the model has no heard-audio encoder with a CTC head")
     _, h, _ = heard.encoder.states([heard.weight[torch.tensor(audio_ids, device=heard.weight.device)]])
-    best, chars, prev = heard.encoder.chars(h[0]).argmax(-1).tolist(), [], 0
-    for c in best:
-        if c != prev and c != 0:
-            chars.append(CHARS[c - 1])
-        prev = c
-    return " ".join("".join(chars).split())
+    return " ".join(ctc_greedy(heard.encoder.chars(h[0]).argmax(-1).tolist()).split())

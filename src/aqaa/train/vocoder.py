@@ -275,7 +275,8 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
                                      bank.batch(cfg.batch, cfg.crop_groups, random.Random(cfg.seed * 1_000_003 + step)))
         if harmonic:
             log_f0, voiced = pitch_ref
-            y, pitch = model(lin, sem, f0=(torch.exp(F0_REF + 0.5 * log_f0), voiced), with_pitch=True)
+            f0_hz = torch.exp(F0_REF + 0.5 * log_f0)
+            y, pitch = model(lin, sem, f0=(f0_hz, voiced), with_pitch=True)
         else:
             y = model(lin, sem)
         l_stft, l_mel = stft_loss(y, wav), mel_loss(y, wav)
@@ -286,7 +287,7 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
             loss = loss + cfg.energy_weight * energy_loss(y, wav)
         l_periodic = torch.zeros(())
         if cfg.periodicity_weight:
-            l_periodic = periodicity_loss(y, wav, torch.exp(F0_REF + 0.5 * log_f0), voiced)
+            l_periodic = periodicity_loss(y, wav, f0_hz, voiced)
             loss = loss + cfg.periodicity_weight * l_periodic
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
