@@ -11,7 +11,7 @@ import torch
 
 from aqaa.data.tokens import read_tokens
 from aqaa.lm.model import AudioLM
-from aqaa.train.dpo import build_pairs, train_dpo
+from aqaa.train.dpo import build_pairs, dpo_precision, train_dpo
 from aqaa.train.lm import stage_config, train_stage
 from aqaa.train.merge import merge_states, slerp
 
@@ -44,13 +44,22 @@ def test_pairs_are_well_formed(sft_dir, tiny_corpus):
 
 def test_dpo_runs_and_lowers_its_loss(sft_dir, tiny_corpus, tmp_path):
     final = train_dpo(sft_dir, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path,
-                      ["steps=8", "batch=2", "grad_accum=1", "save_every=4", "lr=1e-3", "log_every=2"])
+                      ["steps=8", "batch=2", "grad_accum=1", "save_every=4", "lr=1e-3", "log_every=2",
+                       "mixed_precision=no"])
+    assert json.loads((tmp_path / "done.json").read_text())["precision"] == "no"  # not TRL's bf16 default
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     # DPO starts at exactly ln 2 (policy == reference); training must go below it (per-batch losses of a tiny
     # corpus swing at this lr, so the lowest logged one, not the last)
     assert losses and min(losses) < math.log(2) - 1e-3
     assert (final / "aqaa_lm.json").exists() and (tmp_path / "trainer").is_dir()
+
+
+def test_dpo_precision_setting():
+    assert dpo_precision("no") == "no" and dpo_precision("bf16") == "bf16"
+    assert dpo_precision("auto") in ("bf16", "no")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        dpo_precision("fp8")
 
 
 @pytest.mark.parametrize("method,t", [("linear", 0.3), ("slerp", 0.5), ("slerp", 0.9), ("ties", 0.5)])

@@ -41,6 +41,23 @@ class DPOSettings:
     seed: int = 0
     self_samples: int = 0  # model samples to judge and add as rejected answers
     kinds: tuple = REJECT_KINDS
+    # "auto": bf16 autocast where the hardware computes in bf16 (GPUs, CPUs with AVX512-BF16 / AMX: 1.6x faster
+    # than fp32 on this project's 2-core machine), fp32 elsewhere; TRL's own default is bf16 everywhere, which a
+    # CPU without bf16 units only emulates
+    mixed_precision: str = "auto"
+
+
+def dpo_precision(setting: str) -> str:
+    """"bf16", "fp16" or "no" for a `DPOSettings.mixed_precision` setting ("auto" asks the hardware)."""
+    import torch
+
+    if setting != "auto":
+        if setting not in ("bf16", "fp16", "no"):
+            raise ValueError(f"mixed_precision must be auto, bf16, fp16 or no, not {setting!r}")
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
 def build_pairs(data_dir: Path, tokens: dict, lm: AudioLM, split: str = "train", seed: int = 0,
@@ -146,6 +163,7 @@ def train_dpo(sft_model: str | Path, data_dir: str | Path, tokens_path: str | Pa
     train_ds = Dataset.from_list([{k: p[k] for k in keep} for p in pairs]).shuffle(seed=cfg.seed)
     val_ds = Dataset.from_list([{k: p[k] for k in keep} for p in val]) if val else None
     lm.model.train()
+    precision = dpo_precision(cfg.mixed_precision)
     args = DPOConfig(
         output_dir=str(out / "trainer"), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, beta=cfg.beta, max_length=cfg.max_length,
@@ -153,7 +171,7 @@ def train_dpo(sft_model: str | Path, data_dir: str | Path, tokens_path: str | Pa
         use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, lr_scheduler_type="cosine",
         warmup_steps=min(20, cfg.steps // 10), eval_strategy="steps" if val_ds is not None else "no",
         eval_steps=max(10, cfg.steps // 5), per_device_eval_batch_size=cfg.batch, save_only_model=False,
-        disable_tqdm=False,
+        disable_tqdm=False, bf16=precision == "bf16", fp16=precision == "fp16",
     )
     trainer = TokenDPOTrainer(model=lm.model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=lm.vocab.hf)
@@ -163,7 +181,7 @@ def train_dpo(sft_model: str | Path, data_dir: str | Path, tokens_path: str | Pa
         (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
         lm.model = trainer.accelerator.unwrap_model(trainer.model).eval()
         lm.save(final)
-        (out / "done.json").write_text(json.dumps({"steps": cfg.steps, "pairs": counts,
+        (out / "done.json").write_text(json.dumps({"steps": cfg.steps, "pairs": counts, "precision": precision,
                                                    "processes": trainer.accelerator.num_processes}))
     trainer.accelerator.wait_for_everyone()
     return final
