@@ -75,6 +75,38 @@ def test_starts_as_a_no_op_and_reads_the_heard_block_both_ways():
         assert (emb(spoken) - emb(x)).abs().sum(-1)[0, : shi - 1].sum() == 0
 
 
+def test_linguistic_residual_leaves_the_semantic_tokens_as_they_are(tmp_path):
+    """heard_residual=linguistic: the encoder reads both streams but changes only the linguistic positions, so the
+    semantic tokens (level, pitch, rate) reach the LM untouched; a later stage can switch it on a saved model."""
+    lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_residual="linguistic"), LINES,
+                        seed=3)
+    lm.model.eval()
+    perturb(lm)
+    ids, (lo, hi), _ = conversation(lm)
+    x = torch.tensor([ids])
+    emb = lm.model.get_input_embeddings()
+    with torch.no_grad():
+        moved = (emb(x) - torch.nn.Embedding.forward(emb, x)).abs().sum(-1)[0]
+    l_lo, l_hi = lm.vocab.l_range
+    is_l = torch.tensor([l_lo <= i < l_hi for i in ids])
+    assert (moved[lo:hi] > 0).tolist() == is_l[lo:hi].tolist()  # L L S S S: only the Ls move
+    assert moved[:lo].sum() == 0 and moved[hi:].sum() == 0
+    with torch.no_grad():  # the semantic positions still inform the linguistic ones (the GRU reads both)
+        later = x.clone()
+        s_pos = next(i for i in range(lo, hi) if not is_l[i])
+        later[0, s_pos] = lm.vocab.s_id(7) if ids[s_pos] != lm.vocab.s_id(7) else lm.vocab.s_id(8)
+        assert (emb(later) - emb(x)).abs().sum(-1)[0, lo:hi][is_l[lo:hi]].sum() > 0
+    back = AudioLM.load(lm.save(tmp_path / "m"))
+    back.model.eval()
+    assert back.cfg.heard_residual == "linguistic"
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(x).logits, lm.model(x).logits)
+    lm.cfg.heard_residual = "all"
+    lm.with_heard_encoder(16)
+    with torch.no_grad():
+        assert ((emb(x) - torch.nn.Embedding.forward(emb, x)).abs().sum(-1)[0, lo:hi] > 0).all()
+
+
 def test_every_encoder_parameter_gets_a_gradient_even_without_heard_audio():
     """DDP expects a gradient for every parameter every step: a batch with nothing heard still reaches the encoder."""
     lm = tiny(encoder=16)

@@ -92,15 +92,18 @@ class HeardAudioEncoder(nn.Module):
 
 
 class HeardEmbedding(nn.Embedding):
-    """Token embeddings, then the heard-audio encoder over each heard block of the ids."""
+    """Token embeddings, then the heard-audio encoder over each heard block of the ids. With `only` (an id range),
+    the encoder reads every heard token but changes only the positions whose ids fall in that range."""
 
-    def __init__(self, base: nn.Embedding, hidden: int, ctrl: dict[str, int], layers: int = 2, ctc: bool = False):
+    def __init__(self, base: nn.Embedding, hidden: int, ctrl: dict[str, int], layers: int = 2, ctc: bool = False,
+                 only: tuple[int, int] | None = None):
         super().__init__(base.num_embeddings, base.embedding_dim, padding_idx=base.padding_idx,
                          device=base.weight.device, dtype=base.weight.dtype)
         self.weight = base.weight  # the same Parameter: a tied output head stays tied
         self.encoder = HeardAudioEncoder(base.embedding_dim, hidden, layers, ctc).to(base.weight.device)
         self.markers = tuple(ctrl[k] for k in ("user", "audio_start", "audio_end", "asr"))
         self.eos = ctrl["eos"]
+        self.only = only
 
     def spans(self, ids: torch.Tensor) -> list[list[tuple[int, int]]]:
         return [heard_spans(row, *self.markers) for row in ids.tolist()]
@@ -113,20 +116,26 @@ class HeardEmbedding(nn.Embedding):
                 x = x + 0.0 * sum(p.sum() for p in self.encoder.parameters())
             return x
         encoded = self.encoder([x[b, lo:hi] for b, (lo, hi) in where])
-        x = x.clone()
+        out = x.clone()
         for (b, (lo, hi)), y in zip(where, encoded):
-            x[b, lo:hi] = y
-        return x
+            if self.only is not None:
+                keep = (ids[b, lo:hi] >= self.only[0]) & (ids[b, lo:hi] < self.only[1])
+                y = torch.where(keep[:, None], y, x[b, lo:hi])
+            out[b, lo:hi] = y
+        return out
 
 
-def attach(model: nn.Module, hidden: int, ctrl: dict[str, int], ctc: bool = False) -> HeardEmbedding:
-    """Give an HF causal LM the heard-audio encoder (a no-op if it has one); returns its embedding module."""
+def attach(model: nn.Module, hidden: int, ctrl: dict[str, int], ctc: bool = False,
+           only: tuple[int, int] | None = None) -> HeardEmbedding:
+    """Give an HF causal LM the heard-audio encoder (if it has one: only the CTC head and `only` may change);
+    returns its embedding module."""
     emb = model.get_input_embeddings()
     if isinstance(emb, HeardEmbedding):
         if ctc and emb.encoder.chars is None:
             emb.encoder.add_ctc_head()
+        emb.only = only
         return emb
-    heard = HeardEmbedding(emb, hidden, ctrl, ctc=ctc)
+    heard = HeardEmbedding(emb, hidden, ctrl, ctc=ctc, only=only)
     model.set_input_embeddings(heard)
     return heard
 

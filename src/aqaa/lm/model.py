@@ -31,6 +31,9 @@ class LMConfig:
     tie_embeddings: bool = True
     heard_encoder: int = 0  # > 0: a BiGRU of that size reads every audio block the model hears (aqaa/lm/heard.py)
     heard_ctc: float = 0.0  # > 0: weight of the encoder's auxiliary CTC loss on ASR transcripts (training only)
+    # where the encoder's output is added: "all" heard audio positions, or "linguistic" ones only (the semantic
+    # tokens, which carry level, pitch and rate, then reach the LM as they are; reports/hearing_data.md)
+    heard_residual: str = "all"
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -90,7 +93,10 @@ class AudioLM:
         if hidden:
             from aqaa.lm.heard import attach
 
-            attach(self.model, hidden, self.vocab.ctrl, ctc=self.cfg.heard_ctc > 0)
+            if self.cfg.heard_residual not in ("all", "linguistic"):
+                raise ValueError(f"heard_residual must be all or linguistic, not {self.cfg.heard_residual!r}")
+            only = self.vocab.l_range if self.cfg.heard_residual == "linguistic" else None
+            attach(self.model, hidden, self.vocab.ctrl, ctc=self.cfg.heard_ctc > 0, only=only)
             self.cfg.heard_encoder = hidden
         return self
 

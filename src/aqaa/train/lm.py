@@ -221,7 +221,7 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
     lm = AudioLM.load(prev)
     lm.cfg.name, lm.cfg.rhythm = cfg.lm.name, cfg.lm.rhythm  # the answer format is the stage's (preset + overrides)
     if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op) or its CTC head
-        lm.cfg.heard_ctc = cfg.lm.heard_ctc
+        lm.cfg.heard_ctc, lm.cfg.heard_residual = cfg.lm.heard_ctc, cfg.lm.heard_residual
         lm.with_heard_encoder(lm.cfg.heard_encoder or cfg.lm.heard_encoder)
     return lm
 
