@@ -220,7 +220,8 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
                                 f"{PREVIOUS[cfg.stage]} first")
     lm = AudioLM.load(prev)
     lm.cfg.name, lm.cfg.rhythm = cfg.lm.name, cfg.lm.rhythm  # the answer format is the stage's (preset + overrides)
-    if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op) or its CTC head
+    if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op), its CTC head, or switch
+        # where its output goes; a stage that names the encoder sets these from its own settings
         lm.cfg.heard_ctc, lm.cfg.heard_residual = cfg.lm.heard_ctc, cfg.lm.heard_residual
         lm.with_heard_encoder(lm.cfg.heard_encoder or cfg.lm.heard_encoder)
     return lm
