@@ -58,8 +58,6 @@ def renderings(data: Path, split: str) -> list[dict]:
     return rows
 
 
-
-
 def ctc_probe(train: list[tuple[np.ndarray, str]], test: list[tuple[np.ndarray, str]], k: int, up: int,
               steps: int, seed: int = 0) -> float:
     """A small BiGRU CTC probe, tokens -> characters; returns test CER (greedy decoding)."""
