@@ -19,3 +19,16 @@ def test_tiny_recipe_runs_end_to_end_and_skips_when_done(tmp_path):
     assert set(log["wall_s"]) == set(states)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads((tmp_path / "r/recipe.json").read_text())["wall_s"] == log["wall_s"]
+
+
+def test_every_named_recipe_has_valid_stage_settings():
+    """A typo in a preset's overrides fails here, not an hour into a run."""
+    from aqaa.train.lm import STAGES, stage_config
+    from aqaa.train.recipe import RECIPES
+
+    for name, recipe in RECIPES.items():
+        for stage in STAGES:
+            stage_config(stage, recipe.lm_preset, list(getattr(recipe, stage)))
+    heard = stage_config("stage1", "default", RECIPES["heard"].stage1)
+    assert (heard.lm.heard_encoder, heard.lm.heard_residual, heard.heard_ctc_warmup) == (128, "linguistic", 1000)
+    assert stage_config("stage1", "default", RECIPES["default"].stage1).lm.heard_encoder == 0

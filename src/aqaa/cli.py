@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("recipe", help="the whole pipeline: data -> tokenizer -> LM stages -> DPO -> merge -> vocoder "
                                       "-> eval (each stage skipped when done, resumed when killed)")
-    t.add_argument("--preset", default="default", help="default | tiny")
+    t.add_argument("--preset", default="default", help="default | heard | tiny")
     t.add_argument("--out", help="run folder (default: runs/recipe-PRESET)")
     t.add_argument("--data", help="use this SpokenQA folder (default: OUT/data, synthesized)")
     t.add_argument("--until", help="stop after this stage")
