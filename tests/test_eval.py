@@ -12,7 +12,7 @@ import pytest
 from aqaa.data.synth import ANSWER_STYLES, synth
 from aqaa.data.voices import Style, synthesize
 from aqaa.eval.cascade import TurnResult
-from aqaa.eval.harness import run_eval
+from aqaa.eval.harness import label_question_types, read_manifest, run_eval
 from aqaa.eval.report import write_report
 
 
@@ -70,6 +70,12 @@ def test_oracle_scores_high_and_control_is_measured(tiny_set, tmp_path):
     assert controls and all(c["direction_ok"] for c in controls)
     summary = write_report(tmp_path, {"oracle": records})
     assert (tmp_path / "report.md").is_file() and (tmp_path / "categories.png").is_file()
+    qtypes = {json.loads(line)["qtype"] for line in (tiny_set / "train.jsonl").read_text().splitlines()}
+    report = (tmp_path / "report.md").read_text()
+    assert all(r["qtype"] in qtypes for r in records) and all(f"| {q} |" in report for q in qtypes)
+    old = [{k: v for k, v in r.items() if k != "qtype"} for r in records]  # records made before qtype was kept
+    _, items = read_manifest(tiny_set / "train.jsonl")
+    assert [r["qtype"] for r in label_question_types(old, items)] == [r["qtype"] for r in records]
     assert summary["oracle"]["first_audio_ms"]["p50"] == 10.0
 
 

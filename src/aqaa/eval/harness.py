@@ -61,7 +61,8 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
     save_wav(out / "answers" / f"{item['id']}.wav", result.samples, result.sample_rate)
     answer16 = _to_16k(result.samples, result.sample_rate)
     transcript = transcribe(answer16) if len(answer16) else ""
-    record = {"id": item["id"], "category": item["category"], **judge_answer(item, transcript, result.text),
+    record = {"id": item["id"], "category": item["category"], "qtype": item.get("qtype"),
+              **judge_answer(item, transcript, result.text),
               "first_audio_ms": result.first_audio_ms, "rtf": result.rtf, "audio_s": round(result.audio_s, 3),
               "timeline": result.timeline, "heard": getattr(result, "query_text", "")}
     control = item.get("control")
@@ -77,6 +78,12 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
     else:
         record["correct"] = bool(record["answer_correct"])
     return record
+
+
+def label_question_types(records: list[dict], items: list[dict]) -> list[dict]:
+    """Give records made before they carried `qtype` the question type of their manifest item (same ids)."""
+    qtypes = {it["id"]: it.get("qtype") for it in items}
+    return [r if r.get("qtype") else {**r, "qtype": qtypes.get(r["id"])} for r in records]
 
 
 def run_eval(manifest: str | Path, out_dir: str | Path, session_factory: Callable[[], object],
@@ -100,4 +107,4 @@ def run_eval(manifest: str | Path, out_dir: str | Path, session_factory: Callabl
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
-    return [json.loads((out / "items" / f"{it['id']}.json").read_text()) for it in items]
+    return label_question_types([json.loads((out / "items" / f"{it['id']}.json").read_text()) for it in items], items)

@@ -85,8 +85,28 @@ def write_report(out_dir: str | Path, runs: dict[str, list[dict]], title: str = 
               "normalized); speech control also needs the measured change vs the engine's neutral rendering "
               "(rate x1.1, level 3 dB, pitch 1 semitone). Brackets: bootstrap 95% CI.", "",
               "![per category](categories.png)", "", "![latency](latency.png)", "", "![control](control.png)"]
+    lines += _question_type_table(runs)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def _question_type_table(runs: dict[str, list[dict]]) -> list[str]:
+    """Correct / judged per question type (the manifest's `qtype`): which kinds of question the score comes from,
+    e.g. a frequent answer template that happens to fit many items of one type."""
+    counts: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for engine, recs in runs.items():
+        for r in recs:
+            if "error" not in r and r.get("qtype"):
+                counts.setdefault((r["category"], r["qtype"]), {}).setdefault(engine, []).append(int(r["correct"]))
+    if not counts:
+        return []
+    order = sorted(counts, key=lambda k: ((CATEGORY_ORDER + [k[0]]).index(k[0]), k[1]))
+    lines = ["", "By question type (correct / judged):", "", "| category | question type | " + " | ".join(runs) + " |",
+             "|---|---|" + "---|" * len(runs)]
+    for cat, qtype in order:
+        cells = [f"{sum(v)} / {len(v)}" if (v := counts[cat, qtype].get(e)) else "-" for e in runs]
+        lines.append(f"| {cat} | {qtype} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plots(out: Path, runs: dict[str, list[dict]], summary: dict) -> None:
