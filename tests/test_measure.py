@@ -39,6 +39,21 @@ def test_text_normalization_treats_digits_and_words_alike():
     assert not contains_answer("The answer is 120.", ["twelve"])
 
 
+def test_a_reasoning_answer_must_not_state_foreign_numbers():
+    """The answer said by accident inside a wrong sentence is not an answer; the question's own numbers may be said."""
+    from aqaa.eval.judge import judge_answer
+
+    item = {"category": "reasoning", "text": "What is the product of four and five?", "answer": ["twenty"]}
+    ok = lambda said: judge_answer(item, said, said)["answer_correct"]  # noqa: E731
+    assert ok("Four times five is twenty.") and ok("The product of 4 and 5 is 20.") and ok("Twenty.")
+    assert not ok("Forty five plus twenty is sixty eight.") and not ok("Twenty nine is bigger.")
+    day = {"category": "reasoning", "text": "What day comes after Wednesday?", "answer": ["Thursday"]}
+    assert judge_answer(day, "Thursday comes after Wednesday.", "")["answer_correct"]
+    assert not judge_answer(day, "Thursday comes before Friday.", "")["answer_correct"]
+    knowledge = {"category": "knowledge", "text": "What is the capital of Japan?", "answer": ["Tokyo"]}
+    assert judge_answer(knowledge, "Tokyo has thirty million people.", "")["answer_correct"]  # numbers: reasoning only
+
+
 def test_paired_f0_tells_a_voicing_loss_from_a_pitch_shift():
     """A rendering that loses its low-pitched half keeps every frame's pitch (paired shift ~0) but only part of the
     voiced frames, while its median F0 jumps: what `paired_f0` is there to show."""

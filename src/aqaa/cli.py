@@ -149,7 +149,7 @@ def _cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from aqaa.eval.harness import label_question_types, read_manifest, run_eval
+    from aqaa.eval.harness import read_manifest, run_eval, with_items
     from aqaa.eval.report import write_report
 
     if not Path(args.manifest).is_file():
@@ -163,7 +163,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         label, _, folder = other.rpartition("=") if "=" in other else ("", "", other)
         recs = [json.loads(p.read_text()) for p in sorted(Path(folder, "items").glob("*.json"))]
         if recs:
-            runs[label or recs[0].get("engine", folder)] = label_question_types(recs, read_manifest(args.manifest)[1])
+            runs[label or recs[0].get("engine", folder)] = with_items(recs, read_manifest(args.manifest)[1])
     summary = write_report(args.out, runs, title=f"aqaa eval: {args.manifest}")
     print((Path(args.out) / "report.md").read_text())
     print(json.dumps(summary))

@@ -80,10 +80,21 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
     return record
 
 
-def label_question_types(records: list[dict], items: list[dict]) -> list[dict]:
-    """Give records made before they carried `qtype` the question type of their manifest item (same ids)."""
-    qtypes = {it["id"]: it.get("qtype") for it in items}
-    return [r if r.get("qtype") else {**r, "qtype": qtypes.get(r["id"])} for r in records]
+def with_items(records: list[dict], items: list[dict]) -> list[dict]:
+    """Records judged again by the current judge from their stored transcript (so runs made at different times
+    compare under the same rules), with the question type of their manifest item (older records lack it)."""
+    by_id = {it["id"]: it for it in items}
+    out = []
+    for r in records:
+        item = by_id.get(r["id"])
+        if item is None or "error" in r:
+            out.append(r)
+            continue
+        r = {**r, "qtype": item.get("qtype"), **judge_answer(item, r["transcript"], r["text"])}
+        r["correct"] = bool(r["answer_correct"]) and r["control"]["direction_ok"] if "control" in r \
+            else bool(r["answer_correct"])
+        out.append(r)
+    return out
 
 
 def run_eval(manifest: str | Path, out_dir: str | Path, session_factory: Callable[[], object],
@@ -107,4 +118,4 @@ def run_eval(manifest: str | Path, out_dir: str | Path, session_factory: Callabl
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
-    return label_question_types([json.loads((out / "items" / f"{it['id']}.json").read_text()) for it in items], items)
+    return with_items([json.loads((out / "items" / f"{it['id']}.json").read_text()) for it in items], items)

@@ -45,6 +45,34 @@ def direction_ok(axis: str, direction: str, effect: float) -> bool:
     return effect >= MIN_SEMITONES if direction == "high" else effect <= -MIN_SEMITONES
 
 
+_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)}
+_CALENDAR = set("monday tuesday wednesday thursday friday saturday sunday january february march april may june july "
+                "august september october november december".split())
+
+
+def stated_values(text: str) -> set[str]:
+    """The numbers, weekdays and months a sentence states: 'Forty five plus 20 is sixty eight.' -> {45, 20, 68}.
+    A lone "one" is left out (more often "the larger one" than a number)."""
+    words, values, i = normalize(text).split(), set(), 0
+    while i < len(words):
+        w = words[i]
+        if w in _CALENDAR:
+            values.add(w)
+        elif w in _TENS or w in _UNITS:
+            n = _TENS.get(w, _UNITS.get(w))
+            if w in _TENS and i + 1 < len(words) and 0 < _UNITS.get(words[i + 1], 0) < 10:
+                i, n = i + 1, n + _UNITS[words[i + 1]]
+            if i + 1 < len(words) and words[i + 1] == "hundred":
+                i, n = i + 1, n * 100
+            if not (w == "one" and n == 1):
+                values.add(str(n))
+        i += 1
+    return values
+
+
 def judge_answer(item: dict, transcript: str, text_channel: str) -> dict:
     """Content judgement shared by every category."""
     accepted = item.get("answer") or []
@@ -52,6 +80,11 @@ def judge_answer(item: dict, transcript: str, text_channel: str) -> dict:
     prop = item.get("query_property")
     if correct and prop:  # voice understanding: naming both options is not an answer
         correct = not contains_answer(transcript, OPPOSITE_WORDS.get(prop["value"], []))
+    if correct and item.get("category") == "reasoning":
+        # nor is an accident: "Forty five plus twenty is sixty eight." holds "twenty" but does not answer "four times
+        # five"; every number, weekday or month said must be the answer's or the question's
+        allowed = stated_values(item.get("text", "")).union(*(stated_values(a) for a in accepted))
+        correct = stated_values(transcript) <= allowed
     return {
         "transcript": transcript,
         "text": text_channel,
