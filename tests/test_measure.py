@@ -39,8 +39,8 @@ def test_text_normalization_treats_digits_and_words_alike():
     assert not contains_answer("The answer is 120.", ["twelve"])
 
 
-def test_a_reasoning_answer_must_not_state_foreign_numbers():
-    """The answer said by accident inside a wrong sentence is not an answer; the question's own numbers may be said."""
+def test_an_answer_must_not_name_foreign_numbers_or_places():
+    """The answer said by accident inside a wrong sentence is not an answer; the question's own words may be said."""
     from aqaa.eval.judge import judge_answer
 
     item = {"category": "reasoning", "text": "What is the product of four and five?", "answer": ["twenty"]}
@@ -52,6 +52,13 @@ def test_a_reasoning_answer_must_not_state_foreign_numbers():
     assert not judge_answer(day, "Thursday comes before Friday.", "")["answer_correct"]
     knowledge = {"category": "knowledge", "text": "What is the capital of Japan?", "answer": ["Tokyo"]}
     assert judge_answer(knowledge, "Tokyo has thirty million people.", "")["answer_correct"]  # numbers: reasoning only
+    assert not judge_answer(knowledge, "Tokyo is the capital of China.", "")["answer_correct"]
+    continent = {"category": "knowledge", "text": "Do you know what continent Portugal is on?", "answer": ["Europe"]}
+    assert judge_answer(continent, "Portugal is in Europe.", "")["answer_correct"]
+    assert not judge_answer(continent, "Greece is in Europe.", "")["answer_correct"]
+    colour = {"category": "knowledge", "text": "Do you know what color a strawberry is?", "answer": ["red"]}
+    assert judge_answer(colour, "A strawberry is red.", "")["answer_correct"]
+    assert not judge_answer(colour, "A ripe cherry is red.", "")["answer_correct"]
 
 
 def test_paired_f0_tells_a_voicing_loss_from_a_pitch_shift():

@@ -73,6 +73,30 @@ def stated_values(text: str) -> set[str]:
     return values
 
 
+def _knowledge_names() -> list[str]:
+    from aqaa.data.lexicon import COLOUR_NAMES, COLOURS, COUNTRIES
+
+    things = [t.split(" ", 1)[1] if t.split(" ", 1)[0] in ("a", "an", "the") else t for t, _ in COLOURS]
+    names = {n.removeprefix("the ") for row in COUNTRIES for n in row} | set(COLOUR_NAMES) | set(things)
+    return sorted(normalize(n) for n in names)
+
+
+KNOWLEDGE_NAMES = _knowledge_names()
+
+
+def stated_names(text: str) -> set[str]:
+    """The countries, capitals, continents, colours and coloured things of SpokenQA's knowledge questions that a
+    sentence names (whole words)."""
+    padded = f" {normalize(text)} "
+    return {n for n in KNOWLEDGE_NAMES if f" {n} " in padded}
+
+
+def stated_entities(category: str, text: str) -> set[str]:
+    """What an answer of this category could get wrong by naming it: numbers and dates (reasoning), places,
+    colours and things (knowledge); nothing for the other categories."""
+    return stated_values(text) if category == "reasoning" else stated_names(text) if category == "knowledge" else set()
+
+
 def judge_answer(item: dict, transcript: str, text_channel: str) -> dict:
     """Content judgement shared by every category."""
     accepted = item.get("answer") or []
@@ -80,11 +104,13 @@ def judge_answer(item: dict, transcript: str, text_channel: str) -> dict:
     prop = item.get("query_property")
     if correct and prop:  # voice understanding: naming both options is not an answer
         correct = not contains_answer(transcript, OPPOSITE_WORDS.get(prop["value"], []))
-    if correct and item.get("category") == "reasoning":
+    category = item.get("category", "")
+    if correct and category in ("reasoning", "knowledge"):
         # nor is an accident: "Forty five plus twenty is sixty eight." holds "twenty" but does not answer "four times
-        # five"; every number, weekday or month said must be the answer's or the question's
-        allowed = stated_values(item.get("text", "")).union(*(stated_values(a) for a in accepted))
-        correct = stated_values(transcript) <= allowed
+        # five", "Greece is in Europe." does not answer "Which continent is Portugal on?": every number, date, place,
+        # colour or thing said must be the answer's or the question's
+        said = lambda text: stated_entities(category, text)  # noqa: E731
+        correct = said(transcript) <= said(item.get("text", "")).union(*(said(a) for a in accepted))
     return {
         "transcript": transcript,
         "text": text_channel,
