@@ -42,6 +42,16 @@ def test_pairs_are_well_formed(sft_dir, tiny_corpus):
             assert text(p["chosen_ids"]) == text(p["rejected_ids"])
 
 
+def test_own_samples_the_judge_rejects_become_rejected_answers(sft_dir, tiny_corpus):
+    """A 3-step model answers wrongly: its own samples are rejected against the reference answer."""
+    from aqaa.train.dpo import own_sample_pairs
+
+    lm = AudioLM.load(sft_dir)
+    pairs = own_sample_pairs(lm, tiny_corpus["data"], read_tokens(tiny_corpus["tokens"]), 3)
+    assert pairs and all(p["kind"] == "own_sample" and p["chosen_ids"] != p["rejected_ids"] for p in pairs)
+    assert all(p["rejected_ids"] and p["prompt_ids"][-1] == lm.vocab.ctrl["assistant"] for p in pairs)
+
+
 def test_dpo_runs_and_lowers_its_loss(sft_dir, tiny_corpus, tmp_path):
     final = train_dpo(sft_dir, tiny_corpus["data"], tiny_corpus["tokens"], tmp_path,
                       ["steps=8", "batch=2", "grad_accum=1", "save_every=4", "lr=1e-3", "log_every=2",

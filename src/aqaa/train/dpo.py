@@ -104,8 +104,8 @@ def build_pairs(data_dir: Path, tokens: dict, lm: AudioLM, split: str = "train",
 
 
 def own_sample_pairs(lm: AudioLM, data_dir: Path, tokens: dict, n: int, seed: int = 0) -> list[dict]:
-    """The model answers n training queries; answers whose text misses every accepted string become rejected."""
-    from aqaa.eval.text import contains_answer
+    """The model answers n training queries; answers the eval's judge calls wrong become rejected."""
+    from aqaa.eval.judge import judge_answer
     from aqaa.lm.generate import Generator, Sampling
 
     v, rhythm = lm.vocab, lm.cfg.rhythm
@@ -121,7 +121,8 @@ def own_sample_pairs(lm: AudioLM, data_dir: Path, tokens: dict, n: int, seed: in
         p = prompt(v, [], v.audio_group_ids(q["linguistic"], q["semantic"]))
         state = gen.feed(gen.new_state(), p)
         text_ids = [e.ids[0] for e in gen.answer(state) if e.kind == "text"]
-        if item["answer"] and not contains_answer(v.decode_text(text_ids), item["answer"]):
+        said = v.decode_text(text_ids)
+        if item["answer"] and not judge_answer(item, said, said)["answer_correct"]:
             a = tokens[turn["answer"]["audio"]]
             chosen = answer_ids(v, v.encode_text(turn["answer"]["text"]),
                                 v.audio_group_ids(a["linguistic"], a["semantic"]), rhythm,

@@ -63,8 +63,9 @@ def candidates() -> list[dict]:
 
 
 def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40) -> dict:
-    """Text-channel answer accuracy on validation queries (greedy) and the mean loss of reference answers."""
-    from aqaa.eval.text import contains_answer
+    """Text-channel answer accuracy on validation queries (greedy; the eval's judge) and the mean loss of reference
+    answers."""
+    from aqaa.eval.judge import judge_answer
     from aqaa.lm.format import dialogue
     from aqaa.lm.generate import Generator, Sampling
     from aqaa.train.lm import _items, collate
@@ -89,7 +90,8 @@ def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40)
             ids = seq.ids[: len(seq.ids) - sum(seq.loss)]  # everything before the last answer
             state = gen.feed(gen.new_state(), ids)
             text = [e.ids[0] for e in gen.answer(state) if e.kind == "text"]
-            hits += contains_answer(v.decode_text(text), item["answer"])
+            said = v.decode_text(text)
+            hits += bool(judge_answer(item, said, said)["answer_correct"])
             n += 1
     return {"accuracy": hits / max(n, 1), "loss": sum(losses) / max(len(losses), 1), "n": n}
 
