@@ -82,7 +82,8 @@ def write_report(out_dir: str | Path, runs: dict[str, list[dict]], title: str = 
             f"(n={s['control_direction'][axis]['n']})" if axis in s["control_direction"] else "-")
     row("errors", lambda s: str(s["errors"]))
     lines += ["", "Accuracy: the Whisper tiny.en transcript of the spoken answer contains an accepted answer (numbers "
-              "normalized) and, for reasoning and knowledge, names no other number, date, place or thing; speech control also needs the measured change vs the engine's neutral rendering "
+              "normalized) and, for reasoning and knowledge, names no other number, date, place or thing; speech "
+              "control also needs the measured change vs the engine's neutral rendering "
               "(rate x1.1, level 3 dB, pitch 1 semitone). Brackets: bootstrap 95% CI.", "",
               "![per category](categories.png)", "", "![latency](latency.png)", "", "![control](control.png)"]
     lines += _question_type_table(runs)

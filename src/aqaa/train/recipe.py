@@ -46,7 +46,8 @@ class RecipeConfig:
 # The heard-audio encoder from the start of stage 1 (`aqaa/lm/heard.py`): a CTC-warmed BiGRU over every heard audio
 # block whose output joins the linguistic positions only, so the semantic tokens keep the prosody (measured from a
 # longer stage 1 in reports/hearing_data.md: entities heard 3 -> 9 of 39, voice understanding kept only with the
-# linguistic residual). A candidate for the default, judged against it by `aqaa eval` on the same test split.
+# linguistic residual). Measured against the default with its 2,000-step stage 1 (session 11): no entity gain,
+# overall 23.5 vs 26.5 %, so not the default; kept for longer stage-1 schedules (GPUs).
 HEARD_STAGE1 = ["steps=2000", "lm.heard_encoder=128", "lm.heard_ctc=1.0", "lm.heard_residual=linguistic",
                 "heard_ctc_warmup=1000"]
 
