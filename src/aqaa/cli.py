@@ -159,11 +159,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     factory = lambda: open_session(args.model, args.engine)  # noqa: E731
     records = run_eval(args.manifest, args.out, factory, args.engine, args.limit)
     runs = {args.label or (records[0].get("engine", args.engine) if records else args.engine): records}
+    items = read_manifest(args.manifest)[1]
     for other in args.compare or []:
         label, _, folder = other.rpartition("=") if "=" in other else ("", "", other)
         recs = [json.loads(p.read_text()) for p in sorted(Path(folder, "items").glob("*.json"))]
         if recs:
-            runs[label or recs[0].get("engine", folder)] = with_items(recs, read_manifest(args.manifest)[1])
+            runs[label or recs[0].get("engine", folder)] = with_items(recs, items)
     summary = write_report(args.out, runs, title=f"aqaa eval: {args.manifest}")
     print((Path(args.out) / "report.md").read_text())
     print(json.dumps(summary))

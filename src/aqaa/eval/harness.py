@@ -74,10 +74,13 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
         record["control"] = {**control, "effect": None if np.isnan(effect) else round(float(effect), 3),
                              "direction_ok": direction_ok(control["axis"], control["direction"], effect),
                              "measure": controlled.to_dict(), "neutral": neutral.to_dict()}
-        record["correct"] = bool(record["answer_correct"]) and record["control"]["direction_ok"]
-    else:
-        record["correct"] = bool(record["answer_correct"])
+    record["correct"] = _correct(record)
     return record
+
+
+def _correct(record: dict) -> bool:
+    """The content is right, and for a control item the asked change was measured."""
+    return bool(record["answer_correct"]) and ("control" not in record or record["control"]["direction_ok"])
 
 
 def with_items(records: list[dict], items: list[dict]) -> list[dict]:
@@ -91,9 +94,7 @@ def with_items(records: list[dict], items: list[dict]) -> list[dict]:
             out.append(r)
             continue
         r = {**r, "qtype": item.get("qtype"), **judge_answer(item, r["transcript"], r["text"])}
-        r["correct"] = bool(r["answer_correct"]) and r["control"]["direction_ok"] if "control" in r \
-            else bool(r["answer_correct"])
-        out.append(r)
+        out.append({**r, "correct": _correct(r)})
     return out
 
 
