@@ -20,6 +20,24 @@ def test_tiny_recipe_runs_end_to_end_and_skips_when_done(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads((tmp_path / "r/recipe.json").read_text())["wall_s"] == log["wall_s"]
 
+    # an existing codec (tokenizer + vocoder) is copied, not trained; the codec comes before the LM stages
+    codec = tmp_path / "codec"
+    codec.mkdir()
+    (codec / "tokenizer").symlink_to(tmp_path / "r/tokenizer")
+    (codec / "vocoder").symlink_to(tmp_path / "r/vocoder_round2/model")
+    base = [sys.executable, "-m", "aqaa.cli", "recipe", "--preset", "tiny", "--out", str(tmp_path / "r2"),
+            "--data", str(tmp_path / "r/data")]
+    bad = subprocess.run(base + ["--codec", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not a codec folder" in bad.stderr and "Traceback" not in bad.stderr
+    reuse = subprocess.run(base + ["--codec", str(codec), "--until", "vocoder"], capture_output=True, text=True,
+                           timeout=300)
+    assert reuse.returncode == 0, reuse.stderr[-3000:]
+    states = json.loads(reuse.stdout.strip().splitlines()[-1])
+    assert [s for s, state in states.items() if state == "done"] == ["data", "tokenizer", "tokens", "vocoder"]
+    for rel in ("tokenizer/tokenizer.json", "vocoder_round2/model/vocoder.json"):
+        assert (tmp_path / "r2" / rel).read_bytes() == (tmp_path / "r" / rel).read_bytes()
+    assert json.loads((tmp_path / "r2/recipe.json").read_text())["codec"] == str(codec)
+
 
 def test_every_named_recipe_has_valid_stage_settings():
     """A typo in a preset's overrides fails here, not an hour into a run."""

@@ -121,7 +121,7 @@ def _cmd_train_merge(args: argparse.Namespace) -> None:
 def _cmd_recipe(args: argparse.Namespace) -> None:
     from aqaa.train.recipe import Recipe, print_status
 
-    recipe = Recipe(args.preset, args.out or f"runs/recipe-{args.preset}", args.data)
+    recipe = Recipe(args.preset, args.out or f"runs/recipe-{args.preset}", args.data, args.codec)
     print_status(recipe)
     if not args.status:
         recipe.run(args.until)
@@ -205,11 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_tokenize)
 
-    t = sub.add_parser("recipe", help="the whole pipeline: data -> tokenizer -> LM stages -> DPO -> merge -> vocoder "
+    t = sub.add_parser("recipe", help="the whole pipeline: data -> tokenizer -> vocoder -> LM stages -> DPO -> merge "
                                       "-> eval (each stage skipped when done, resumed when killed)")
     t.add_argument("--preset", default="default", help="default | heard | tiny")
     t.add_argument("--out", help="run folder (default: runs/recipe-PRESET)")
     t.add_argument("--data", help="use this SpokenQA folder (default: OUT/data, synthesized)")
+    t.add_argument("--codec", help="copy the tokenizer and vocoder from this folder (\"shipped\": the package's "
+                                   "own) instead of training them: only the LM is trained")
     t.add_argument("--until", help="stop after this stage")
     t.add_argument("--status", action="store_true", help="only print where the recipe stands")
     t.set_defaults(func=_cmd_recipe)

@@ -1,7 +1,10 @@
 """`aqaa recipe --preset P`: the whole pipeline from a fresh clone, each stage skipped when its output is complete
 and resumed when it was killed:
 
-    data -> tokenizer -> tokens -> pre-train 1, 2, 3 -> SFT -> DPO -> merge -> vocoder -> model -> eval
+    data -> tokenizer -> tokens -> vocoder -> pre-train 1, 2, 3 -> SFT -> DPO -> merge -> model -> eval
+
+The codec (tokenizer + vocoder) comes first: it depends on the data alone, and a run stopped part-way still leaves
+a complete codec (`aqaa tokenize` / `aqaa detokenize`) that the LM stages then build on.
 
 A recipe preset is a named set of sizes and step counts (`RECIPES`); every stage writes under OUT and keeps its own
 checkpoints, so re-running the same command after a kill continues where it stopped. A summary of where the recipe
@@ -62,19 +65,29 @@ RECIPES = {
                          eval_limit=2),
 }
 
-STAGES = ["data", "tokenizer", "tokens", "stage1", "stage2", "stage3", "sft", "dpo", "merge", "vocoder", "model",
+SHIPPED_CODEC = Path(__file__).resolve().parent.parent / "assets" / "default"
+
+STAGES = ["data", "tokenizer", "tokens", "vocoder", "stage1", "stage2", "stage3", "sft", "dpo", "merge", "model",
           "eval"]
 
 
 class Recipe:
-    def __init__(self, preset: str, out: str | Path, data: str | Path | None = None):
-        if preset not in RECIPES:
-            from aqaa.errors import AqaaInputError
+    def __init__(self, preset: str, out: str | Path, data: str | Path | None = None, codec: str | Path | None = None):
+        """`codec`: a folder with `tokenizer/` and `vocoder/` ("shipped": the package's own) that the tokenizer and
+        vocoder stages copy instead of training, so only the LM is trained against an existing codec."""
+        from aqaa.errors import AqaaInputError
 
+        if preset not in RECIPES:
             raise AqaaInputError(f"unknown recipe preset {preset!r}; one of {sorted(RECIPES)}")
         self.preset, self.cfg = preset, RECIPES[preset]
         self.out = Path(out)
         self.data = Path(data) if data else self.out / "data"
+        self.codec = None
+        if codec is not None:
+            self.codec = SHIPPED_CODEC if str(codec) == "shipped" else Path(codec)
+            for part in ("tokenizer/tokenizer.json", "vocoder/vocoder.json"):
+                if not (self.codec / part).is_file():
+                    raise AqaaInputError(f"{codec}: not a codec folder (no {part})")
         self.paths = {
             "data": self.data / "synth.json", "tokenizer": self.out / "tokenizer" / "tokenizer.json",
             "tokens": self.out / "tokens" / "done.json", "stage1": self.out / "lm" / "stage1" / "done.json",
@@ -120,6 +133,8 @@ class Recipe:
     def run(self, until: str | None = None) -> dict:
         log = self._log()
         log["config"] = asdict(self.cfg)
+        if self.codec:
+            log["codec"] = str(self.codec)
         for stage in STAGES:
             if self.done(stage):
                 continue
@@ -142,9 +157,19 @@ class Recipe:
 
         synth(self.data, self.cfg.n, self.cfg.seed, sentences=self.cfg.sentences, hearing=self.cfg.hearing)
 
+    def _copy_from_codec(self, part: str, dest: Path) -> None:
+        import shutil
+
+        from aqaa.paths import atomic_dir
+
+        with atomic_dir(dest) as tmp:
+            shutil.copytree(self.codec / part, tmp, dirs_exist_ok=True)
+
     def _run_tokenizer(self) -> None:
         from aqaa.train.tokenizer import train_tokenizer
 
+        if self.codec:
+            return self._copy_from_codec("tokenizer", self.out / "tokenizer")
         train_tokenizer(self.data, self.out / "tokenizer", self.cfg.tokenizer_preset, self.cfg.tokenizer)
 
     def _run_tokens(self) -> None:
@@ -190,6 +215,10 @@ class Recipe:
         from aqaa.train.vocoder import train_vocoder
 
         dirs = self._vocoder_dirs()
+        if self.codec:
+            self._copy_from_codec("vocoder", dirs[-1] / "model")
+            (dirs[-1] / "done.json").write_text(json.dumps({"copied_from": str(self.codec / "vocoder")}))
+            return
         model = train_vocoder(self.data, self._tokens_path(), dirs[0], self.cfg.vocoder_preset, self.cfg.vocoder)
         for folder, overrides in zip(dirs[1:], self.cfg.vocoder_rounds):
             model = train_vocoder(self.data, self._tokens_path(), folder, self.cfg.vocoder_preset,
