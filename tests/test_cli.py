@@ -47,3 +47,23 @@ def test_chat_answers_the_example_question_with_speech(tmp_path):
     assert rate >= 16000 and abs(len(samples) / rate - summary["audio_s"]) < 0.01
     assert np.sqrt(np.mean(samples**2)) > 0.01  # speech, not silence
     assert 0 < summary["first_audio_ms"] and summary["rtf"] > 0
+
+
+def test_shipped_codec_round_trips_assistant_speech(tmp_path):
+    """`aqaa tokenize` then `aqaa detokenize` with no folder arguments (the shipped tokenizer and vocoder): the
+    assistant's voice comes back at its length and intelligible to Whisper."""
+    from aqaa.data.voices import synthesize
+    from aqaa.eval.asr import transcribe
+    from aqaa.eval.text import wer
+
+    text = "The capital of Japan is Tokyo, a very large city by the sea."
+    samples, rate = synthesize("joe", text)
+    sf.write(tmp_path / "joe.wav", samples, rate)
+    tok = run("tokenize", str(tmp_path / "joe.wav"), "--json")
+    assert tok.returncode == 0, tok.stderr
+    (tmp_path / "tokens.json").write_text(tok.stdout.strip().splitlines()[-1])
+    back = run("detokenize", str(tmp_path / "tokens.json"), "-o", str(tmp_path / "back.wav"))
+    assert back.returncode == 0, back.stderr
+    y, r = sf.read(tmp_path / "back.wav")
+    assert r == 16_000 and abs(len(y) / r - len(samples) / rate) < 0.01
+    assert wer(text, transcribe(y.astype(np.float32), r)) <= 0.25
