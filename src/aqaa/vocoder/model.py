@@ -242,12 +242,12 @@ class TokenVocoder(nn.Module):
         """[B, bins, T] smoothed along the bins by a normalized Hann kernel (edges replicated)."""
         k = self.cfg.envelope_smoothing
         kernel = torch.hann_window(k + 2, periodic=False)[1:-1]
-        kernel = (kernel / kernel.sum()).to(x.dtype)[None, None]
+        kernel = (kernel / kernel.sum()).to(x.dtype)
         n = x.shape[1]
         padded = torch.cat([x[:, :1].expand(-1, (k - 1) // 2, -1), x, x[:, -1:].expand(-1, k // 2, -1)], dim=1)
         # k shifted, weighted copies summed: the same as a 1-channel conv1d over the bins, whose CPU backward
         # cost ~9x more (94 vs 11 ms a call at the training batch, a quarter of a training step)
-        return sum(padded[:, j: j + n] * kernel[0, 0, j] for j in range(k))
+        return sum(padded[:, j: j + n] * kernel[j] for j in range(k))
 
     def frames_to_wave(self, spec: torch.Tensor) -> torch.Tensor:
         """Windowed inverse FFT of each frame, overlap-added: [B, bins, T] -> [B, (T - 1) hop + n_fft] (un-normalized)."""
