@@ -1,8 +1,7 @@
 """`aqaa chat`: answer one or more spoken user turns of a conversation with speech.
 
-The engine is the shipped aqaa model when one is installed; until the default model ships (issue: Ship the
-default model) the command answers with the cascade baseline and says so on stderr, so the command line that
-users and scripts call never changes.
+The engine is the shipped aqaa model (`aqaa/assets/default/aqaa.json`); an install without it (a stripped
+package) answers with the cascade baseline and says so on stderr, so the command line never changes.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 def open_session(model: str | None = None, engine: str = "auto"):
     """A conversation session: `engine` "cascade" is the baseline; "auto" is the model in `model` (None: the
-    shipped default), or the cascade while no model ships."""
+    shipped default), or the cascade when no model is installed."""
     from aqaa.eval.cascade import CascadeSession
 
     if engine == "cascade":
@@ -32,7 +31,7 @@ def open_session(model: str | None = None, engine: str = "auto"):
         return AqaaSession(folder)
     if model is not None:
         raise AqaaInputError(f"{model}: not an aqaa model folder (no aqaa.json)")
-    print("aqaa: no aqaa model is shipped yet; answering with the cascade baseline "
+    print("aqaa: no aqaa model is installed; answering with the cascade baseline "
           "(Whisper tiny.en -> SmolLM2-135M -> Piper)", file=sys.stderr)
     return CascadeSession()
 
