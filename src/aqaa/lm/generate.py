@@ -171,11 +171,13 @@ class Generator:
     """`feed(state, ids)` extends the context (prompt, or a user turn in a conversation); `answer(state)` yields
     events until `<|end_turn|>`. The state object holds the KV cache, so a conversation is one state."""
 
-    def __init__(self, lm: AudioLM, sampling: Sampling | None = None, codebooks: tuple[int, int] | None = None):
+    def __init__(self, lm: AudioLM, sampling: Sampling | None = None, codebooks: tuple[int, int] | None = None,
+                 decoder=None):
+        """`decoder` (of `lm.model`; stateless, so sessions may share one) defaults to a fresh `decoder_for`."""
         self.lm, self.vocab = lm, lm.vocab
         self.sampling = sampling or Sampling()
         self.grammar = AnswerGrammar(lm.vocab, lm.cfg.rhythm, self.sampling, codebooks)
-        self.decoder = decoder_for(lm.model)
+        self.decoder = decoder or decoder_for(lm.model)
         self._rows = {id(m): mask_runs(m) for m in self.grammar.masks.values()}  # id runs of each grammar mask
         self._gen = torch.Generator()
         if self.sampling.seed is not None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from aqaa.eval.cascade import TurnResult
+from aqaa.lm.decode import LlamaDecoder, decoder_for
 from aqaa.lm.format import prompt as build_prompt
 from aqaa.lm.format import user_turn
 from aqaa.lm.generate import Generator, Sampling
@@ -59,6 +60,10 @@ class AqaaModel:
         self.lm = AudioLM.load(folder / meta["lm"])
         self.vocoder = TokenVocoder.load(folder / meta["vocoder"])
         self.sampling = Sampling(**meta.get("sampling", {}))
+        # one decoder for every session; its packed weight copies make a token step ~1.5x faster, same logits
+        self.decoder = decoder_for(self.lm.model)
+        if isinstance(self.decoder, LlamaDecoder):
+            self.decoder.pack()
         self.codebooks = (self.tokenizer.cfg.linguistic.codes, self.tokenizer.cfg.semantic.codes)
         if self.codebooks[0] > self.vocoder.cfg.l_codes or self.codebooks[1] > self.vocoder.cfg.s_codes:
             raise ValueError(f"{folder}: the vocoder knows fewer codes than the tokenizer makes")
@@ -72,7 +77,7 @@ class AqaaSession:
         self.model = model if isinstance(model, AqaaModel) else AqaaModel(model)
         self.tokenizer, self.lm, self.vocoder = self.model.tokenizer, self.model.lm, self.model.vocoder
         self.sampling = sampling or Sampling(**asdict(self.model.sampling))
-        self.gen = Generator(self.lm, self.sampling, self.model.codebooks)
+        self.gen = Generator(self.lm, self.sampling, self.model.codebooks, self.model.decoder)
         self.sample_rate = self.vocoder.cfg.sample_rate
         self._voc_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aqaa-vocoder")
         self.reset()
