@@ -78,17 +78,24 @@ class LlamaDecoder:
         self.packed: list[PackedLayer] | None = None  # set by `pack()`: the single-token step's own weight copies
         self._head_blocks: dict[tuple[int, int], torch.Tensor] = {}
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._input_major, self._dtype = True, torch.float32
 
-    def pack(self) -> "LlamaDecoder":
+    def pack(self, dtype: torch.dtype = torch.float32) -> "LlamaDecoder":
         """Copy the weights into the layout a one-token step reads fastest, for a model that no longer trains.
 
         Why: a step is a chain of matrix-vector products whose weights (19 MB at the default size) stream from
-        memory every token; fused (q|k|v, gate|up) and input-major (`x @ W`, W [in, out]) they read ~1.5x faster
-        than through the modules' [out, in] layout on this 2-core CPU, with the same logits. (fp16 / bf16 copies
-        were measured too: faster alone, slower beside the vocoder thread, and not exact.) Prompts (many tokens at
-        once) still go through the modules. The copies are not updated: `pack()` again after the weights change."""
-        def fused(*weights: torch.Tensor) -> torch.Tensor:  # [out, in] modules -> one [in, sum(out)] matrix
-            return torch.cat([w.detach() for w in weights]).t().contiguous()
+        memory every token. Fused (q|k|v, gate|up) fp32 copies laid out input-major (`x @ W`, W [in, out]) read
+        ~1.5x faster than the modules' own [out, in] Linears on this 2-core CPU and give the same logits; fp16
+        copies (output-major, where torch's fp16 matrix-vector kernel is fast; fp32 accumulation) read ~4x faster
+        and move a logit by <= 0.02 (the answers of the 200 SpokenQA test items stayed as good: reports/
+        decode_speed.md). Prompts (many tokens at once) still go through the modules in fp32. The copies are not
+        updated: `pack()` again after the weights change."""
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"pack() takes float32, float16 or bfloat16, not {dtype}")
+        self._input_major, self._dtype = dtype == torch.float32, dtype
+
+        def fused(*weights: torch.Tensor) -> torch.Tensor:  # [out, in] modules -> one matrix in the step's layout
+            return self._layout(torch.cat([w.detach() for w in weights]))
 
         layers = []
         for layer in self.model.model.layers:
@@ -157,8 +164,17 @@ class LlamaDecoder:
             logits[lo:hi] = F.linear(x, head.weight[lo:hi])[0]
         return logits
 
+    def _layout(self, w: torch.Tensor) -> torch.Tensor:
+        """An [out, in] weight as the packed step reads it."""
+        return (w.t() if self._input_major else w).contiguous().to(self._dtype)
+
+    def _mv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x [1, in] (fp32) times a packed matrix; the result in fp32."""
+        x = x.to(self._dtype)
+        return (x @ w if self._input_major else F.linear(x, w)).float()
+
     def _step(self, token: int, cache: KVCache, rows: list[tuple[int, int]] | None) -> torch.Tensor:
-        """One token through the packed weights: the same function as `forward`, fewer and faster reads."""
+        """One token through the packed weights: the function of `forward`, with fewer and faster weight reads."""
         m, n = self.model.model, cache.length
         hd, nq, nkv = self.head_dim, self.heads, self.kv_heads
         if type(m.embed_tokens) is torch.nn.Embedding and not m.embed_tokens._forward_hooks:
@@ -169,17 +185,17 @@ class LlamaDecoder:
         half = hd // 2
         for i, p in enumerate(self.packed):
             h = F.rms_norm(x, (x.shape[-1],), p.input_norm, self.eps)
-            qkv = (h @ p.qkv).view(nq + 2 * nkv, hd)
+            qkv = self._mv(h, p.qkv).view(nq + 2 * nkv, hd)
             qk = qkv[: nq + nkv]
             qk = qk * cos + torch.cat((-qk[:, half:], qk[:, :half]), dim=-1) * sin
             q, k, v = qk[:nq], qk[nq:], qkv[nq + nkv:]
             k, v = cache.append(i, k.view(1, nkv, 1, hd), v.view(1, nkv, 1, hd))
             a = F.scaled_dot_product_attention(q.view(1, nq, 1, hd), k, v, scale=self.scale,
                                                enable_gqa=nq != nkv)
-            x = x + a.view(1, -1) @ p.o
+            x = x + self._mv(a.view(1, -1), p.o)
             h = F.rms_norm(x, (x.shape[-1],), p.post_norm, self.eps)
-            gate, up = (h @ p.gate_up).chunk(2, dim=-1)
-            x = x + (F.silu(gate) * up) @ p.down
+            gate, up = self._mv(h, p.gate_up).chunk(2, dim=-1)
+            x = x + self._mv(F.silu(gate) * up, p.down)
         cache.length = n + 1
         x = F.rms_norm(x, (x.shape[-1],), m.norm.weight, self.eps)
         head = self.model.lm_head
@@ -189,14 +205,14 @@ class LlamaDecoder:
         for lo, hi in rows if rows is not None else [(0, head.out_features)]:
             block = self._head_blocks.get((lo, hi))
             if block is None:
-                block = self._head_blocks[(lo, hi)] = head.weight[lo:hi].detach().t().contiguous()
-            logits[lo:hi] = (x @ block)[0]
+                block = self._head_blocks[(lo, hi)] = self._layout(head.weight[lo:hi].detach())
+            logits[lo:hi] = self._mv(x, block)[0]
         return logits
 
 
 @dataclass
 class PackedLayer:
-    """One decoder layer's weights, input-major ([in, out]) and fused, for the single-token step."""
+    """One decoder layer's weights, fused, in the single-token step's layout and dtype (`LlamaDecoder.pack`)."""
 
     qkv: torch.Tensor
     o: torch.Tensor

@@ -82,7 +82,7 @@ class Engine:
         if self.kind == "aqaa":
             from aqaa.serve.engine import AqaaSession
 
-            return AqaaSession(self.shared, warm_up=False)
+            return AqaaSession(self.shared, warm_up=False, torch_threads=self.limits.torch_threads or None)
         return self.shared
 
     def answer_stream(self, session, samples: np.ndarray, on_text, on_audio, stop: threading.Event) -> dict:
