@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/bench_lm.py [--model runs/lm/sft/model] [--preset default] [--out reports/lm_speed.json]
 
-`--step` picks how one-token steps run: through the modules, or packed float32 / float16 copies (the engine's
-default, `aqaa/lm/decode.py`). Without --model a fresh model of the preset is timed (speed does not depend on the weights; the grammar keeps
-the output well formed either way). Each run prefills a 2.4 s query (100 audio tokens) and decodes 60 groups.
+`--step` picks how one-token steps run: through the modules, or packed float32 / float16 copies (float16 is the
+engine's default, `aqaa/lm/decode.py`). Without --model a fresh model of the preset is timed (speed does not depend
+on the weights; the grammar keeps the output well formed either way). Each run prefills a 2.4 s query (100 audio
+tokens) and decodes 60 groups.
 """
 
 from __future__ import annotations
