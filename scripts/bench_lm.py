@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from aqaa.lm.decode import decoder_for
 from aqaa.lm.format import prompt
 from aqaa.lm.generate import Generator, Sampling
 from aqaa.lm.model import PRESETS, AudioLM
@@ -39,8 +40,6 @@ def main() -> None:
         lines = [f"Sentence number {i} says something plain." for i in range(200)]
         lm = AudioLM.create(PRESETS[args.preset], lines)
     lm.model.eval()
-    from aqaa.lm.decode import decoder_for
-
     decoder = decoder_for(lm.model)
     if args.step != "modules":
         decoder.pack(getattr(torch, args.step))

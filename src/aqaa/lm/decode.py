@@ -114,9 +114,6 @@ class LlamaDecoder:
         self._rope_table = (emb.cos(), emb.sin())
         return self
 
-    def unpack(self) -> None:
-        self.packed, self._head_blocks, self._rope_table = None, {}, None
-
     def new_cache(self) -> KVCache:
         return KVCache()
 
