@@ -185,6 +185,33 @@ def test_stages_chain_to_sft(tiny_corpus, tmp_path):
                     tmp_path / "empty")
 
 
+def test_a_plain_request_is_answered_by_the_neutral_rendering(tiny_lm, tmp_path):
+    """A control item's plain request (no control words) becomes a dialogue of its own whose answer is the neutral
+    rendering's audio, so the words, not the phrase, decide the style."""
+    from aqaa.train.lm import iter_parts
+
+    def part(name, text, k):
+        return {"audio": f"audio/x/{name}.wav", "text": text, "voice": "joe",
+                "style": {"rate": 0.72 if name == "a0" else 1.0, "pitch": 0.0, "level_db": -26.0}, "k": k}
+
+    turn = {"query": part("q0", "Say take care slowly.", 1), "answer": part("a0", "Take care.", 2),
+            "neutral": part("a0_neutral", "Take care.", 3), "opposite": part("a0_opposite", "Take care.", 4),
+            "plain_query": part("q0_plain", "Say take care.", 5), "control": {"axis": "rate", "direction": "slow"}}
+    item = {"id": "x", "category": "speech_control", "turns": [turn]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(item) + "\n")
+    tokens = {p["audio"]: {"linguistic": [p["k"]] * 2, "semantic": [p["k"]] * 3}
+              for p in turn.values() if isinstance(p, dict) and "audio" in p}
+    v = tiny_lm.vocab
+    parts = iter_parts(tmp_path, tokens, v, AnswerRhythm(), plain_requests=True)
+    seqs = [seq for name, seq in parts if name == "single_turn"]
+    assert len(seqs) == 2
+    plain = seqs[1].ids
+    assert v.l_id(5) in plain and v.l_id(3) in plain  # heard the plain request, answers with the neutral audio
+    assert v.l_id(1) not in plain and v.l_id(2) not in plain
+    without = [name for name, _ in iter_parts(tmp_path, tokens, v, AnswerRhythm())]  # the default
+    assert without.count("single_turn") == 1 and without.count("dialogue") == 1
+
+
 def json_tokens(path):
     from aqaa.data.tokens import read_tokens
 

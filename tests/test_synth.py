@@ -75,9 +75,34 @@ def test_control_items_render_neutral_and_opposite(tmp_path):
     plan = next(p for p in plan_items(60, seed=1) if p.dialogue.category == "speech_control")
     rec = render_item(plan, tmp_path)
     turn = rec["turns"][-1]
-    for key in ("answer", "neutral", "opposite"):
+    for key in ("answer", "neutral", "opposite", "plain_query"):
         assert (tmp_path / turn[key]["audio"]).is_file()
     assert rec["control"] == turn["control"] and rec["control"]["axis"] in ("rate", "volume", "pitch")
+    plain, query = turn["plain_query"], turn["query"]
+    assert plain["voice"] == query["voice"] and plain["style"] == query["style"]  # only the words differ
+    assert plain["text"].lower().startswith(("say", "please", "can", "could", "i would", "repeat", "would"))
+    assert len(plain["text"]) < len(query["text"]) and rec["answer"][0] in plain["text"]
+
+
+def test_rerun_adds_plain_requests_to_version1_items(tmp_path):
+    """A folder made before plain requests existed gets them on a re-run; nothing else is rendered again."""
+    from aqaa.data.synth import SYNTH_VERSION
+
+    n = 20
+    plans = plan_items(n, seed=1)
+    control = next(p for p in plans if p.dialogue.category == "speech_control")
+    synth(tmp_path, n, seed=1, sentences=0, text_lines=5, workers=1, progress=False)
+    item = tmp_path / "items" / f"{control.id}.json"
+    old = json.loads(item.read_text())
+    for turn in old["turns"]:
+        turn.pop("plain_query", None)
+    item.write_text(json.dumps(old))
+    answer = (tmp_path / old["turns"][0]["answer"]["audio"]).read_bytes()
+    summary = synth(tmp_path, n, seed=1, sentences=0, text_lines=5, workers=1, progress=False)
+    assert summary["rendered_now"] == 1 and summary["version"] == SYNTH_VERSION
+    new = json.loads(item.read_text())
+    assert (tmp_path / new["turns"][0]["plain_query"]["audio"]).is_file()
+    assert (tmp_path / new["turns"][0]["answer"]["audio"]).read_bytes() == answer
 
 
 def test_hearing_sentences_put_entities_in_new_contexts_in_query_voices():

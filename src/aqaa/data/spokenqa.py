@@ -26,6 +26,7 @@ class Turn:
     accepted: list[str]
     control: dict | None = None  # the answer must be said this way: {"axis": rate|volume|pitch, "direction": ...}
     query_property: dict | None = None  # the query is said this way (voice understanding): {"axis", "value"}
+    plain: str | None = None  # a control turn's request without its control words, answered in the neutral voice
 
 
 @dataclass
@@ -144,6 +145,9 @@ _CONTROL_TEMPLATES = [
     "Repeat after me, {how}: {phrase}.",
     "Would you please say {phrase} {how}?",
 ]
+# The same requests without the control words. Why: without them the model never learns that the words, not the
+# phrase, choose the style (it said "Say open the window." as loudly as "... loudly"; reports/speech_control.md).
+_PLAIN_TEMPLATES = [t.replace(", {how}:", ":").replace(" {how}", "") for t in _CONTROL_TEMPLATES]
 
 
 def _control(axis: str, direction: str) -> Callable[[random.Random, str], tuple[dict, Turn]]:
@@ -153,7 +157,9 @@ def _control(axis: str, direction: str) -> Callable[[random.Random, str], tuple[
         how = CONTROL_WORDS[(axis, direction)][idx]
         q = tpl.format(phrase=phrase, how=how)
         answer = _cap(phrase) + "."
-        return {"phrase": phrase}, Turn(q, answer, [phrase], control={"axis": axis, "direction": direction})
+        plain = _PLAIN_TEMPLATES[idx].format(phrase=phrase)
+        return {"phrase": phrase}, Turn(q, answer, [phrase], control={"axis": axis, "direction": direction},
+                                        plain=plain)
 
     return make
 

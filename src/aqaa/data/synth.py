@@ -37,6 +37,9 @@ ANSWER_STYLES: dict[tuple[str, str], Style] = {
 }
 OPPOSITE = {"slow": "fast", "fast": "slow", "loud": "soft", "soft": "loud", "high": "low", "low": "high"}
 NOISE_PROB = 0.3
+# 2: every speech-control turn also carries its plain request (`plain_query`, q{t}_plain.wav: the same voice and
+# style without the control words), answered by the neutral rendering; a re-run adds it to version-1 folders.
+SYNTH_VERSION = 2
 
 
 @dataclass
@@ -150,6 +153,24 @@ def _answer(out_dir: Path, rel: str, text: str, style: Style) -> dict:
     return _render(out_dir, rel, text, QueryRender(ASSISTANT_VOICE, style), rel)
 
 
+def _plain_query(out_dir: Path, plan: ItemPlan, t: int) -> dict:
+    return _render(out_dir, f"audio/{plan.id}/q{t}_plain.wav", plan.dialogue.turns[t].plain, plan.queries[t],
+                   f"{plan.id}-{t}-plain")
+
+
+def _lacks_plain(record: dict) -> bool:
+    return any(turn.get("control") and "plain_query" not in turn for turn in record["turns"])
+
+
+def add_plain_queries(plan: ItemPlan, out_dir: Path) -> dict:
+    """Upgrade a version-1 item record: render the plain request of each control turn it lacks."""
+    record = json.loads((out_dir / "items" / f"{plan.id}.json").read_text())
+    for t, turn in enumerate(record["turns"]):
+        if turn.get("control") and "plain_query" not in turn:
+            turn["plain_query"] = _plain_query(out_dir, plan, t)
+    return record
+
+
 def render_item(plan: ItemPlan, out_dir: Path) -> dict:
     """Render every turn of one dialogue; returns its manifest record (SPEC fields first)."""
     turns = []
@@ -164,6 +185,7 @@ def render_item(plan: ItemPlan, out_dir: Path) -> dict:
             entry["neutral"] = _answer(out_dir, f"{base}/a{t}_neutral.wav", turn.answer, Style())
             other = (turn.control["axis"], OPPOSITE[turn.control["direction"]])
             entry["opposite"] = _answer(out_dir, f"{base}/a{t}_opposite.wav", turn.answer, ANSWER_STYLES[other])
+            entry["plain_query"] = _plain_query(out_dir, plan, t)
         turns.append(entry)
     last = turns[-1]
     record = {
@@ -202,12 +224,15 @@ def _job(args: tuple[str, object, str]) -> tuple[str, float]:
     out_dir = Path(out)
     if kind == "item":
         record, folder = render_item(plan, out_dir), out_dir / "items"
+    elif kind == "plain":
+        record, folder = add_plain_queries(plan, out_dir), out_dir / "items"
     else:
         record, folder = render_sentence(plan, out_dir), out_dir / "pretrain" / "items"
     _write_json(folder / f"{plan.id}.json", record)
-    seconds = sum(t["query"]["duration_s"] + t["answer"]["duration_s"] for t in record["turns"]) if kind == "item" \
-        else record["duration_s"]
-    return plan.id, seconds
+    if kind == "sent":
+        return plan.id, record["duration_s"]
+    parts = ("plain_query",) if kind == "plain" else ("query", "answer")
+    return plan.id, sum(t[k]["duration_s"] for t in record["turns"] for k in parts if k in t)
 
 
 def _worker_init() -> None:
@@ -233,7 +258,10 @@ def synth(out_dir: str | Path, n: int, seed: int = 0, *, sentences: int | None =
         (out / sub).mkdir(parents=True, exist_ok=True)
     sents = plan_sentences(sentences, seed) + plan_hearing(hearing, seed) + plan_hearing(word_lists, seed, "words")
     items = plan_items(n, seed)
-    jobs = [("item", p, str(out)) for p in items if not (out / "items" / f"{p.id}.json").exists()]
+    done = {p.id: out / "items" / f"{p.id}.json" for p in items}
+    jobs = [("item", p, str(out)) for p in items if not done[p.id].exists()]
+    jobs += [("plain", p, str(out)) for p in items
+             if done[p.id].exists() and _lacks_plain(json.loads(done[p.id].read_text()))]
     jobs += [("sent", p, str(out)) for p in sents if not (out / "pretrain" / "items" / f"{p.id}.json").exists()]
     workers = workers or min(os.cpu_count() or 1, 2)
     audio_s = 0.0
@@ -248,7 +276,7 @@ def synth(out_dir: str | Path, n: int, seed: int = 0, *, sentences: int | None =
     summary = write_manifests(out, [p.id for p in items], [p.id for p in sents])
     _write_lines(out / "pretrain" / "text.txt", text_corpus(random.Random(f"{seed}-text"), text_lines))
     summary.update(rendered_now=len(jobs), audio_seconds_now=round(audio_s, 1), text_lines=text_lines,
-                   seed=seed, n=n, hearing=hearing, word_lists=word_lists)
+                   seed=seed, n=n, hearing=hearing, word_lists=word_lists, version=SYNTH_VERSION)
     _write_json(out / "synth.json", summary)
     return summary
 

@@ -65,6 +65,10 @@ class StageConfig:
     # (measured: reports/hearing_data.md, the encoder then reads test questions at 18 % CER)
     heard_ctc_warmup: int = 0
     heard_ctc_warmup_lr: float = 2e-3
+    # speech-control items also train their plain request ("Say take care.") answered in the neutral voice. Off by
+    # default: it made plain requests neutral and the phrase heard more often, but controlled answers less often
+    # styled, and the direction figure did not move (reports/speech_control.md)
+    plain_requests: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -82,7 +86,7 @@ PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue"
 
 
 def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
-               assistant_voice: str = "joe") -> Iterator[tuple[str, Sequence]]:
+               assistant_voice: str = "joe", plain_requests: bool = False) -> Iterator[tuple[str, Sequence]]:
     """Every training sequence of one split as (mixture part, sequence), in a fixed order. `tokens` is any mapping
     audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand)."""
     def audio(rel: str) -> list[int]:
@@ -106,6 +110,13 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             if not needs_context:
                 yield "single_turn", dialogue(vocab, turns[-1:], rhythm)
+            plain, neutral = turn.get("plain_query"), turn.get("neutral")
+            if plain_requests and plain and neutral and plain["audio"] in tokens and neutral["audio"] in tokens:
+                # the control words left out, the neutral rendering answers (a dialogue of its own, like its item)
+                spoken.append((plain["audio"], plain["text"], False))
+                asked = [(audio(plain["audio"]), text(neutral["text"]), audio(neutral["audio"]), text(plain["text"]))]
+                yield "single_turn", dialogue(vocab, asked, rhythm)
+                yield "dialogue", dialogue(vocab, asked, rhythm)
         if len(turns) == len(item["turns"]):
             yield "dialogue", dialogue(vocab, turns, rhythm)
     sentences = data_dir / "pretrain" / "sentences.jsonl"
@@ -129,10 +140,10 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
 
 
 def build_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
-                assistant_voice: str = "joe") -> dict[str, list[Sequence]]:
+                assistant_voice: str = "joe", plain_requests: bool = False) -> dict[str, list[Sequence]]:
     """All training sequences of one split in memory, by mixture part."""
     parts: dict[str, list[Sequence]] = {k: [] for k in PARTS}
-    for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice):
+    for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice, plain_requests):
         parts[name].append(seq)
     return parts
 
@@ -307,7 +318,13 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     if cfg.gradient_checkpointing:
         lm.model.gradient_checkpointing_enable()
     lm.model.train()
-    parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm)
+    if packed is not None and cfg.plain_requests:
+        from aqaa.errors import AqaaInputError
+
+        raise AqaaInputError(f"{tokens_path} is a pack, made without the plain requests: plain_requests=true needs "
+                             "the token cache (tokens.jsonl)")
+    parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm,
+                                                          plain_requests=cfg.plain_requests)
     sizes = {k: len(v) for k, v in parts.items()}
     if not any(sizes.get(k) for k in cfg.mix):
         raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")

@@ -106,11 +106,17 @@ class Recipe:
         if stage == "data":
             path = self.paths["data"]
             made = json.loads(path.read_text()) if path.exists() else {}
-            return (made.get("n"), made.get("hearing", 0)) == (self.cfg.n, self.cfg.hearing)
+            return (made.get("n"), made.get("hearing", 0), made.get("version", 1)) == self._data_key()
         if stage == "tokens":  # the cache covers the data it was made for (data grown later re-runs the stage)
             path = self.paths["tokens"]
-            return path.exists() and json.loads(path.read_text()).get("hearing", 0) == self.cfg.hearing
+            made = json.loads(path.read_text()) if path.exists() else {}
+            return (made.get("n", self.cfg.n), made.get("hearing", 0), made.get("version", 1)) == self._data_key()
         return self.paths[stage].exists()
+
+    def _data_key(self) -> tuple[int, int, int]:
+        from aqaa.data.synth import SYNTH_VERSION
+
+        return self.cfg.n, self.cfg.hearing, SYNTH_VERSION
 
     def status(self) -> list[dict]:
         log = self._log()
@@ -176,7 +182,8 @@ class Recipe:
         from aqaa.data.tokens import encode_corpus
 
         encode_corpus(self.data, self.out / "tokenizer", self.out / "tokens")
-        self.paths["tokens"].write_text(json.dumps({"complete": True, "hearing": self.cfg.hearing}))
+        n, hearing, version = self._data_key()
+        self.paths["tokens"].write_text(json.dumps({"complete": True, "n": n, "hearing": hearing, "version": version}))
 
     def _lm_stage(self, stage: str) -> None:
         from aqaa.train.lm import stage_config, train_stage
