@@ -88,17 +88,17 @@ def test_rerun_adds_plain_requests_to_version1_items(tmp_path):
     """A folder made before plain requests existed gets them on a re-run; nothing else is rendered again."""
     from aqaa.data.synth import SYNTH_VERSION
 
-    n = 20
-    plans = plan_items(n, seed=1)
+    n = 2  # seed 5: both are speech-control items
+    plans = plan_items(n, seed=5)
     control = next(p for p in plans if p.dialogue.category == "speech_control")
-    synth(tmp_path, n, seed=1, sentences=0, text_lines=5, workers=1, progress=False)
+    synth(tmp_path, n, seed=5, sentences=0, text_lines=5, workers=1, progress=False)
     item = tmp_path / "items" / f"{control.id}.json"
     old = json.loads(item.read_text())
     for turn in old["turns"]:
         turn.pop("plain_query", None)
     item.write_text(json.dumps(old))
     answer = (tmp_path / old["turns"][0]["answer"]["audio"]).read_bytes()
-    summary = synth(tmp_path, n, seed=1, sentences=0, text_lines=5, workers=1, progress=False)
+    summary = synth(tmp_path, n, seed=5, sentences=0, text_lines=5, workers=1, progress=False)
     assert summary["rendered_now"] == 1 and summary["version"] == SYNTH_VERSION
     new = json.loads(item.read_text())
     assert (tmp_path / new["turns"][0]["plain_query"]["audio"]).is_file()
