@@ -57,6 +57,8 @@ def check(data_dir: str | Path, splits: tuple[str, ...] = ("train", "valid", "te
             renders.append(("answer", turn["answer"]))
             if turn.get("control"):
                 renders += [("answer", turn["neutral"]), ("answer", turn["opposite"])]
+                if "plain_query" in turn:  # data version 2
+                    renders.append(("query", turn["plain_query"]))
                 controls.append((rec["id"], turn))
 
     by_voice: dict[tuple[str, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
