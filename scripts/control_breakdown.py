@@ -85,8 +85,8 @@ def main() -> None:
     rows = [breakdown(Path(r), items) for r in args.runs]
     for row in rows:
         c = row["control"]
-        print(f"{row['run']}: overall {row['overall']:.3f} | control n={c.get('n', 0)} direction {c.get('direction_ok', 0)}"
-              f" neutral {c.get('neutral_ok', 0)} styled {c.get('styled_ok', 0)} content {c.get('content_ok', 0)}"
+        print(f"{row['run']}: overall {row['overall']:.3f} | control n={c.get('n', 0)}"
+              f" direction {c.get('direction_ok', 0)} neutral {c.get('neutral_ok', 0)} styled {c.get('styled_ok', 0)} content {c.get('content_ok', 0)}"
               f" correct {c.get('correct', 0)} | {row['direction_by_axis']} | {row['categories']}")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")

@@ -15,6 +15,9 @@ import soundfile as sf
 from tqdm import tqdm
 
 
+RENDERINGS = ("query", "answer", "neutral", "opposite", "plain_query")  # every wav a dialogue turn may name
+
+
 def corpus_wavs(data_dir: Path) -> list[str]:
     """Every wav a SpokenQA folder references (all splits, all turns and variants, the spoken sentences)."""
     rel: set[str] = set()
@@ -22,7 +25,7 @@ def corpus_wavs(data_dir: Path) -> list[str]:
         path = data_dir / f"{split}.jsonl"
         for line in path.read_text().splitlines() if path.exists() else []:
             for turn in json.loads(line)["turns"]:
-                rel.update(turn[k]["audio"] for k in ("query", "answer", "neutral", "opposite", "plain_query") if k in turn)
+                rel.update(turn[k]["audio"] for k in RENDERINGS if k in turn)
     sentences = data_dir / "pretrain" / "sentences.jsonl"
     if sentences.exists():
         rel.update(json.loads(x)["audio"] for x in sentences.read_text().splitlines())
