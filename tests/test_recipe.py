@@ -50,3 +50,20 @@ def test_every_named_recipe_has_valid_stage_settings():
     heard = stage_config("stage1", "default", RECIPES["heard"].stage1)
     assert (heard.lm.heard_encoder, heard.lm.heard_residual, heard.heard_ctc_warmup) == (128, "linguistic", 1000)
     assert stage_config("stage1", "default", RECIPES["default"].stage1).lm.heard_encoder == 0
+
+
+def test_data_made_by_an_older_synth_is_made_again(tmp_path):
+    """Data and token stages count as done only for the current data version (version 2 added plain requests)."""
+    from aqaa.data.synth import SYNTH_VERSION
+    from aqaa.train.recipe import RECIPES, Recipe
+
+    cfg = RECIPES["tiny"]
+    recipe = Recipe("tiny", tmp_path / "r", data=tmp_path / "d")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "r/tokens").mkdir(parents=True)
+    made = {"n": cfg.n, "hearing": cfg.hearing}
+    for version, expected in ((None, False), (SYNTH_VERSION, True)):
+        extra = {} if version is None else {"version": version}
+        (tmp_path / "d/synth.json").write_text(json.dumps(made | extra))
+        (tmp_path / "r/tokens/done.json").write_text(json.dumps({"complete": True, **made, **extra}))
+        assert recipe.done("data") is expected and recipe.done("tokens") is expected
