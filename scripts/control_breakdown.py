@@ -6,7 +6,7 @@ writes (JSON) the control items':
   - direction_ok: the eval's own judgement (vs the engine's neutral rendering);
   - neutral_ok: the engine's neutral rendering is neutral (within 3 dB and 2 semitones of the data's neutral one);
   - styled_ok: the controlled answer moved the asked way against the *data's* neutral rendering of the phrase
-    (the eval's thresholds: duration x1.1, 3 dB, 1 semitone), which does not depend on the engine's neutral;
+    (the eval judge's rule), which does not depend on the engine's neutral;
   - content_ok: the phrase was said (the eval's answer check);
 plus the run's overall accuracy and per-category counts.
 
@@ -21,20 +21,18 @@ import math
 from collections import Counter
 from pathlib import Path
 
-RATE, LEVEL_DB, PITCH_ST = 1.1, 3.0, 1.0  # the eval judge's thresholds (aqaa.eval.judge)
+from aqaa.audio.measure import SpeechMeasure
+from aqaa.eval.judge import control_effect, direction_ok
+
+
+def _measure(d: dict) -> SpeechMeasure:
+    """A stored measure back (to_dict writes nan as None)."""
+    return SpeechMeasure(**{k: math.nan if v is None else v for k, v in d.items()})
 
 
 def styled(axis: str, direction: str, got: dict, neutral: dict) -> bool:
-    if axis == "rate":
-        ratio = got["speech_s"] / max(neutral["speech_s"], 1e-6)
-        return ratio >= RATE if direction == "slow" else ratio <= 1 / RATE
-    if axis == "volume":
-        diff = got["rms_db"] - neutral["rms_db"]
-        return diff >= LEVEL_DB if direction == "loud" else diff <= -LEVEL_DB
-    if not (got["f0_hz"] > 0 and neutral["f0_hz"] > 0):
-        return False
-    st = 12 * math.log2(got["f0_hz"] / neutral["f0_hz"])
-    return st >= PITCH_ST if direction == "high" else st <= -PITCH_ST
+    """The eval judge's own rule, against the data's neutral rendering instead of the engine's."""
+    return direction_ok(axis, direction, control_effect(axis, _measure(got), _measure(neutral)))
 
 
 def looks_neutral(got: dict, neutral: dict) -> bool:
