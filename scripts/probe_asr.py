@@ -29,6 +29,7 @@ from aqaa.data.tokens import load_tokens
 from aqaa.eval.text import normalize, wer
 from aqaa.lm.format import document
 from aqaa.lm.generate import Generator
+from aqaa.lm.heard import heard_ctc_transcript
 from aqaa.lm.model import AudioLM
 
 
@@ -58,6 +59,7 @@ def transcript_nll(lm: AudioLM, audio_ids: list[int], text: str, logits_of=None)
 def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
     lm = AudioLM.load(model_dir)
     gen = Generator(lm)
+    ctc = bool(lm.cfg.heard_encoder and lm.cfg.heard_ctc)  # the heard-audio encoder's own character head
     rows, t0 = [], time.perf_counter()
     for q in tqdm(queries, desc=Path(model_dir).parent.name or model_dir):
         row = tokens[q["audio"]]
@@ -68,6 +70,9 @@ def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
                      "wer": wer(q["text"], hyp), "nll": round(nll, 4), "prior_nll": round(prior, 4),
                      "entities": entities(q["text"]) if q["category"] in ("knowledge", "hearing") else [],
                      "entity_heard": entity_heard(q, hyp)})
+        if ctc:
+            read = heard_ctc_transcript(lm.model, audio)
+            rows[-1].update(ctc=read, ctc_wer=wer(q["text"], read), ctc_entity_heard=entity_heard(q, read))
     by_cat: dict[str, list[float]] = {}
     for r in rows:
         by_cat.setdefault(r["category"], []).append(r["wer"])
@@ -77,7 +82,19 @@ def probe(model_dir: str, queries: list[dict], tokens: dict) -> dict:
             "prior_nll": round(statistics.mean(r["prior_nll"] for r in rows), 3),
             "wer_by_category": {k: round(statistics.mean(v), 3) for k, v in sorted(by_cat.items())},
             "entity_recall": round(sum(ent) / len(ent), 3) if ent else None, "n_entity_queries": len(ent),
+            **(ctc_summary(rows) if ctc else {}),
             "seconds": round(time.perf_counter() - t0, 1), "examples": rows[:12], "rows": rows}
+
+
+def ctc_summary(rows: list[dict]) -> dict:
+    """What the heard-audio encoder's CTC head reads (greedy), beside the LM's own transcript: CER, WER, entities."""
+    import jiwer
+
+    ent = [r["ctc_entity_heard"] for r in rows if r["ctc_entity_heard"] is not None]
+    return {"ctc_cer": round(float(jiwer.cer([normalize(r["text"]) for r in rows],
+                                             [normalize(r["ctc"]) or "-" for r in rows])), 3),
+            "ctc_wer": round(statistics.mean(r["ctc_wer"] for r in rows), 3),
+            "ctc_entity_recall": round(sum(ent) / len(ent), 3) if ent else None}
 
 
 def load_queries(data: Path, tokens, source: str = "queries", split: str = "test", limit: int = 100) -> list[dict]:
@@ -117,6 +134,8 @@ def main() -> None:
         print(f"{r['model']}: WER {r['wer']}, transcript NLL {r['transcript_nll']} (no audio {r['prior_nll']}), "
               f"entity recall {r['entity_recall']} "
               f"({r['n_entity_queries']} queries naming one), {r['seconds']} s")
+        if "ctc_cer" in r:
+            print(f"  encoder CTC head: CER {r['ctc_cer']}, WER {r['ctc_wer']}, entity recall {r['ctc_entity_recall']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -219,3 +219,65 @@ def test_ctc_warm_up_trains_the_encoder_alone(tiny_corpus):
     after = lm.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".encoder.gru." in k or ".encoder.chars." in k for k in changed)
+
+
+def test_a_reading_follows_the_query_audio_as_input_only():
+    """`heard_reading`: the user turn carries the encoder's reading after its audio (no loss), the encoder still
+    hears the block, and the CTC head does not train on the model's own reading."""
+    from aqaa.lm.format import dialogue, read_once
+
+    lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_ctc=1.0, heard_reading=True),
+                        LINES, seed=3)
+    v, c = lm.vocab, lm.vocab.ctrl
+    q, a_text, a_audio = audio(lm, 3, 0), v.encode_text("Tokyo is big"), audio(lm, 2, 1)
+    calls = []
+    fake = v.encode_text("tokyo")
+    reader = read_once(lambda ids: calls.append(ids) or fake)
+    seq = dialogue(v, [(q, a_text, a_audio), (q, a_text, a_audio)], lm.cfg.rhythm, reader=reader)
+    end = seq.ids.index(c["audio_end"])
+    assert seq.ids[end + 1: end + 4 + len(fake)] == [c["asr"], *fake, c["end_turn"], c["assistant"]]
+    assert not any(seq.loss[: end + 4 + len(fake)]) and len(calls) == 1  # input only; read once
+    assert heard_spans(seq.ids, *heard_embedding(lm.model).markers)[0] == (seq.ids.index(c["audio_start"]) + 1, end)
+    ctc = heard_ctc_loss(lm.model, torch.tensor([seq.ids]), v.decode_text)
+    assert ctc.item() == 0.0  # a user turn's reading is no transcript to learn from
+    read = lm.reader()(q)  # the real reader: the encoder's greedy CTC reading, as text ids
+    assert v.encode_text(v.decode_text(read)) == read and tiny(encoder=16).reader() is None
+    import pytest
+
+    with pytest.raises(ValueError, match="heard_reading needs"):
+        AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_reading=True), LINES, seed=3)
+
+
+def test_heard_reading_trains_from_a_later_stage_and_answers(tiny_corpus, tmp_path, speech):
+    """Stage 1 cannot read yet; SFT switches the reading on, the saved model keeps it, and the engine answers with
+    it (`last_heard` is the reading)."""
+    import pytest
+
+    from aqaa.errors import AqaaInputError
+    from aqaa.lm.generate import Sampling
+    from aqaa.serve.engine import AqaaSession, assemble_model
+    from aqaa.train.lm import stage_config, train_stage
+    from aqaa.train.vocoder import train_vocoder
+
+    args = (tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
+    enc = ["lm.heard_encoder=8", "lm.heard_ctc=0.5"]
+    with pytest.raises(AqaaInputError, match="later stage"):
+        train_stage(stage_config("stage1", "tiny", ["steps=2", "batch=2", *enc, "lm.heard_reading=true"]), *args)
+    train_stage(stage_config("stage1", "tiny", ["steps=2", "batch=2", *enc]), *args)
+    for stage in ("stage2", "stage3"):
+        train_stage(stage_config(stage, "tiny", ["steps=1", "batch=2"]), *args)
+    sft = train_stage(stage_config("sft", "tiny", ["steps=2", "batch=2", *enc, "lm.heard_reading=true"]), *args)
+    lm = AudioLM.load(sft)
+    assert lm.cfg.heard_reading and lm.reader() is not None
+    voc = train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "voc", "tiny", ["steps=1", "batch=2"])
+    model = assemble_model(tmp_path / "model", tiny_corpus["tokenizer"], sft, voc,
+                           Sampling(max_groups=4, max_text_tokens=4, audio_temperature=1.0))
+    s = AqaaSession(model)
+    samples, _ = speech
+    s.answer(samples)
+    streams = s.tokenizer.encode(samples)
+    q_ids = lm.vocab.audio_group_ids(streams.linguistic, streams.semantic)
+    assert s.last_heard == lm.vocab.decode_text(lm.reader()(q_ids))
+    n = s.state.n_past
+    s.answer(samples)  # the second turn's prompt holds its reading too
+    assert s.state.n_past > n + len(q_ids) + 2

@@ -9,6 +9,9 @@ With `transcribe_query` the assistant first writes what it heard, in the stage-1
     <|assistant|> <|asr|> heard query text <|tts|> t t [4 audio groups] ... <|end_turn|>
 (an inner transcript, as SpeechGPT's chain of modality: the answer is then conditioned on text the model itself
 wrote, which stage-1 ASR trains on every voice; the user hears only what follows `<|tts|>`.)
+A model with `heard_reading` instead gives each user turn its heard-audio encoder's reading, as in an ASR document:
+    <|user|> <|audio_start|> L L S S S ... <|audio_end|> <|asr|> reading <|end_turn|>
+(input only, no loss; `reader` below is `AudioLM.reader()`, the same function in training and answering.)
 
 The assistant's answer interleaves its text and its audio with a fixed rhythm (`text_chunk` text tokens, then
 `audio_chunk` groups of `L L S S S`), so the text runs ahead of the speech it is spoken in — the transcript is
@@ -23,6 +26,7 @@ text follows at once, then `<|text_end|>` and the remaining audio. Stage-1 docum
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from aqaa.lm.vocab import Vocab
 
@@ -82,27 +86,45 @@ def audio_block(vocab: Vocab, audio_ids: list[int]) -> list[int]:
     return [vocab.ctrl["audio_start"], *audio_ids, vocab.ctrl["audio_end"]]
 
 
-def user_turn(vocab: Vocab, audio_ids: list[int]) -> list[int]:
-    return [vocab.ctrl["user"], *audio_block(vocab, audio_ids), vocab.ctrl["end_turn"]]
+Reader = Callable[[list[int]], list[int]]  # query audio ids -> text ids of the model's reading of them
 
 
-def dialogue(vocab: Vocab, turns: list[tuple], rhythm: AnswerRhythm, train_all_answers: bool = True) -> Sequence:
+def read_once(reader: Reader) -> Reader:
+    """`reader` remembering what it read: a query is read once, however many sequences or prompts hold it."""
+    seen: dict[tuple[int, ...], list[int]] = {}
+
+    def read(audio_ids: list[int]) -> list[int]:
+        key = tuple(audio_ids)
+        if key not in seen:
+            seen[key] = reader(audio_ids)
+        return seen[key]
+    return read
+
+
+def user_turn(vocab: Vocab, audio_ids: list[int], reader: Reader | None = None) -> list[int]:
+    reading = [vocab.ctrl["asr"], *reader(audio_ids)] if reader else []
+    return [vocab.ctrl["user"], *audio_block(vocab, audio_ids), *reading, vocab.ctrl["end_turn"]]
+
+
+def dialogue(vocab: Vocab, turns: list[tuple], rhythm: AnswerRhythm, train_all_answers: bool = True,
+             reader: Reader | None = None) -> Sequence:
     """turns: (query audio ids, answer text ids, answer audio ids[, query text ids]). Loss on the assistant's
     answers only (every answer, or only the last when `train_all_answers` is False)."""
     seq = Sequence().add([vocab.ctrl["bos"]], False)
     for i, (q_audio, a_text, a_audio, *heard) in enumerate(turns):
-        seq.add(user_turn(vocab, q_audio) + [vocab.ctrl["assistant"]], False)
+        seq.add(user_turn(vocab, q_audio, reader) + [vocab.ctrl["assistant"]], False)
         seq.add(answer_ids(vocab, a_text, a_audio, rhythm, heard[0] if heard else None),
                 train_all_answers or i == len(turns) - 1)
     return seq
 
 
-def prompt(vocab: Vocab, history: list[tuple[list[int], list[int]]], query_audio: list[int]) -> list[int]:
+def prompt(vocab: Vocab, history: list[tuple[list[int], list[int]]], query_audio: list[int],
+           reader: Reader | None = None) -> list[int]:
     """Ids to feed before generating an answer: earlier (query audio, full answer ids) turns, then the new query."""
     ids = [vocab.ctrl["bos"]]
     for q_audio, a_ids in history:
-        ids += user_turn(vocab, q_audio) + [vocab.ctrl["assistant"]] + a_ids
-    return ids + user_turn(vocab, query_audio) + [vocab.ctrl["assistant"]]
+        ids += user_turn(vocab, q_audio, reader) + [vocab.ctrl["assistant"]] + a_ids
+    return ids + user_turn(vocab, query_audio, reader) + [vocab.ctrl["assistant"]]
 
 
 def document(vocab: Vocab, kind: str, text_ids: list[int] | None = None, audio_ids: list[int] | None = None,

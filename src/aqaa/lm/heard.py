@@ -170,10 +170,11 @@ def heard_ctc_loss(model: nn.Module, input_ids: torch.Tensor, decode_text) -> to
     asr = heard.markers[3]
     blocks, targets = [], []
     x = nn.functional.embedding(input_ids, heard.weight)
+    user = heard.markers[0]
     for b, row in enumerate(input_ids.tolist()):
         for lo, hi in heard_spans(row, *heard.markers):
-            if hi + 1 >= len(row) or row[hi + 1] != asr:
-                continue
+            if hi + 1 >= len(row) or row[hi + 1] != asr or (lo >= 2 and row[lo - 2] == user):
+                continue  # a user turn's `<|asr|>` text is the encoder's own reading, not a transcript
             text = row[hi + 2:]
             text = text[: text.index(heard.eos)] if heard.eos in text else text
             chars = ctc_targets(decode_text(text))

@@ -34,6 +34,10 @@ class LMConfig:
     # where the encoder's output is added: "all" heard audio positions, or "linguistic" ones only (the semantic
     # tokens, which carry level, pitch and rate, then reach the LM as they are; reports/hearing_data.md)
     heard_residual: str = "all"
+    # each user turn also carries the encoder's CTC reading of its audio as text (`<|audio_end|> <|asr|> reading
+    # <|end_turn|>`), so the LM answers from words it is given, not only from words it must read out of the audio
+    # (needs heard_encoder and heard_ctc; training and answering both compute it with the model's own encoder)
+    heard_reading: bool = False
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -98,7 +102,21 @@ class AudioLM:
             only = self.vocab.l_range if self.cfg.heard_residual == "linguistic" else None
             attach(self.model, hidden, self.vocab.ctrl, ctc=self.cfg.heard_ctc > 0, only=only)
             self.cfg.heard_encoder = hidden
+        if self.cfg.heard_reading and not (self.cfg.heard_encoder and self.cfg.heard_ctc):
+            raise ValueError("heard_reading needs the heard-audio encoder with its CTC head (heard_encoder, heard_ctc)")
         return self
+
+    def reader(self):
+        """`audio ids -> text ids` of the encoder's reading of a heard block when the model reads its queries
+        (`heard_reading`), else None: what `aqaa.lm.format.user_turn` puts after the query audio."""
+        if not self.cfg.heard_reading:
+            return None
+        from aqaa.lm.heard import heard_ctc_transcript
+
+        def read(audio_ids: list[int]) -> list[int]:
+            with torch.inference_mode():
+                return self.vocab.encode_text(heard_ctc_transcript(self.model, audio_ids))
+        return read
 
     def save(self, folder: str | Path) -> Path:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""

@@ -22,7 +22,7 @@ import torch
 from aqaa.eval.cascade import TurnResult
 from aqaa.lm.decode import LlamaDecoder, decoder_for
 from aqaa.lm.format import prompt as build_prompt
-from aqaa.lm.format import user_turn
+from aqaa.lm.format import read_once, user_turn
 from aqaa.lm.generate import Generator, Sampling
 from aqaa.lm.model import AudioLM
 from aqaa.tokenizer.model import DualTokenizer
@@ -100,18 +100,20 @@ class AqaaSession:
     def reset(self) -> None:
         self.state = None
         self.history: list[tuple[list[int], list[int]]] = []  # (query audio ids, answer ids) per earlier turn
+        reader = self.lm.reader()  # a model that reads its queries (heard_reading) reads each once a conversation
+        self.reader = read_once(reader) if reader else None
 
     def _context(self, q_ids: list[int]) -> None:
         """Extend the conversation's KV cache by the new user turn; rebuild from recent turns when it is full."""
         v = self.lm.vocab
-        new = user_turn(v, q_ids) + [v.ctrl["assistant"]]
+        new = user_turn(v, q_ids, self.reader) + [v.ctrl["assistant"]]
         budget = self.lm.cfg.max_positions - (self.sampling.max_groups * 5 + self.sampling.max_text_tokens + 8)
         if self.state is not None and self.state.n_past + len(new) <= budget:
             self.gen.feed(self.state, new)
             return
         history = list(self.history)
         while True:  # drop the oldest turns until the prompt fits
-            ids = build_prompt(v, history, q_ids)
+            ids = build_prompt(v, history, q_ids, self.reader)
             if len(ids) <= budget or not history:
                 break
             history = history[1:]
@@ -137,7 +139,8 @@ class AqaaSession:
         if max_groups is not None:
             self.gen.sampling.max_groups = max_groups
         text_ids: list[int] = []
-        heard_ids: list[int] = []  # the model's own transcript of the query, when its rhythm writes one
+        # what the model heard: its reading of the query (heard_reading), or the transcript its rhythm writes
+        heard_ids: list[int] = list(self.reader(q_ids)) if self.reader else []
         interrupted = False
         # The vocoder runs on a second thread, one group behind the LM: on 2 cores the next group's tokens are
         # generated while this one is synthesized (torch ops release the GIL). One worker keeps the groups in order.

@@ -78,10 +78,10 @@ def build_pairs(data_dir: Path, tokens: dict, lm: AudioLM, split: str = "train",
             q, a = turn["query"], turn["answer"]
             if q["audio"] in tokens and a["audio"] in tokens:
                 turns.append((item, turn))
-    pairs = []
+    pairs, reader = [], lm.reader()
     for item, turn in turns:
         q, a = turn["query"], turn["answer"]
-        p = prompt(v, [], audio(q["audio"]))
+        p = prompt(v, [], audio(q["audio"]), reader)
         text, a_audio, heard = v.encode_text(a["text"]), audio(a["audio"]), v.encode_text(q["text"])
         chosen = answer_ids(v, text, a_audio, rhythm, heard)
         other_item, other = rng.choice(turns)
@@ -118,7 +118,7 @@ def own_sample_pairs(lm: AudioLM, data_dir: Path, tokens: dict, n: int, seed: in
         if turn["query"]["audio"] not in tokens or turn["answer"]["audio"] not in tokens:
             continue
         q = tokens[turn["query"]["audio"]]
-        p = prompt(v, [], v.audio_group_ids(q["linguistic"], q["semantic"]))
+        p = prompt(v, [], v.audio_group_ids(q["linguistic"], q["semantic"]), lm.reader())
         state = gen.feed(gen.new_state(), p)
         text_ids = [e.ids[0] for e in gen.answer(state) if e.kind == "text"]
         said = v.decode_text(text_ids)

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from aqaa.data.tokens import load_tokens
-from aqaa.lm.format import AnswerRhythm, Sequence, dialogue, document
+from aqaa.lm.format import AnswerRhythm, Reader, Sequence, dialogue, document, read_once
 from aqaa.lm.heard import heard_ctc_loss, mask_heard_labels
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
@@ -86,9 +86,11 @@ PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue"
 
 
 def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
-               assistant_voice: str = "joe", plain_requests: bool = False) -> Iterator[tuple[str, Sequence]]:
+               assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None
+               ) -> Iterator[tuple[str, Sequence]]:
     """Every training sequence of one split as (mixture part, sequence), in a fixed order. `tokens` is any mapping
-    audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand)."""
+    audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand). `reader`
+    (`AudioLM.reader()` of a model with `heard_reading`) gives every user turn its reading."""
     def audio(rel: str) -> list[int]:
         row = tokens[rel]
         return vocab.audio_group_ids(row["linguistic"], row["semantic"])
@@ -109,16 +111,16 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"]), text(q["text"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             if not needs_context:
-                yield "single_turn", dialogue(vocab, turns[-1:], rhythm)
+                yield "single_turn", dialogue(vocab, turns[-1:], rhythm, reader=reader)
             plain, neutral = turn.get("plain_query"), turn.get("neutral")
             if plain_requests and plain and neutral and plain["audio"] in tokens and neutral["audio"] in tokens:
                 # the control words left out, the neutral rendering answers (a dialogue of its own, like its item)
                 spoken.append((plain["audio"], plain["text"], False))
                 asked = [(audio(plain["audio"]), text(neutral["text"]), audio(neutral["audio"]), text(plain["text"]))]
-                yield "single_turn", dialogue(vocab, asked, rhythm)
-                yield "dialogue", dialogue(vocab, asked, rhythm)
+                yield "single_turn", dialogue(vocab, asked, rhythm, reader=reader)
+                yield "dialogue", dialogue(vocab, asked, rhythm, reader=reader)
         if len(turns) == len(item["turns"]):
-            yield "dialogue", dialogue(vocab, turns, rhythm)
+            yield "dialogue", dialogue(vocab, turns, rhythm, reader=reader)
     sentences = data_dir / "pretrain" / "sentences.jsonl"
     for line in sentences.read_text().splitlines() if sentences.exists() else []:
         s = json.loads(line)
@@ -140,10 +142,12 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
 
 
 def build_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
-                assistant_voice: str = "joe", plain_requests: bool = False) -> dict[str, list[Sequence]]:
+                assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None
+                ) -> dict[str, list[Sequence]]:
     """All training sequences of one split in memory, by mixture part."""
     parts: dict[str, list[Sequence]] = {k: [] for k in PARTS}
-    for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice, plain_requests):
+    for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice, plain_requests,
+                                reader and read_once(reader)):  # single-turn and dialogue sequences share queries
         parts[name].append(seq)
     return parts
 
@@ -217,6 +221,10 @@ def fresh_model(lm_cfg: LMConfig, data_dir: Path, seed: int, vocab: Vocab | None
 
 def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None = None) -> AudioLM:
     if cfg.stage == "stage1":
+        if cfg.lm.heard_reading:
+            from aqaa.errors import AqaaInputError
+
+            raise AqaaInputError("heard_reading starts at a later stage: stage 1's encoder cannot read yet")
         lm = fresh_model(cfg.lm, data_dir, cfg.seed, vocab)
         if cfg.linguistic_init:
             from aqaa.tokenizer.model import DualTokenizer
@@ -234,6 +242,7 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
     if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op), its CTC head, or switch
         # where its output goes; a stage that names the encoder sets these from its own settings
         lm.cfg.heard_ctc, lm.cfg.heard_residual = cfg.lm.heard_ctc, cfg.lm.heard_residual
+        lm.cfg.heard_reading = cfg.lm.heard_reading
         lm.with_heard_encoder(lm.cfg.heard_encoder or cfg.lm.heard_encoder)
     return lm
 
@@ -323,8 +332,13 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
 
         raise AqaaInputError(f"{tokens_path} is a pack, made without the plain requests: plain_requests=true needs "
                              "the token cache (tokens.jsonl)")
+    if packed is not None and lm.cfg.heard_reading:
+        from aqaa.errors import AqaaInputError
+
+        raise AqaaInputError(f"{tokens_path} is a pack: heard_reading reads every query with the stage's starting "
+                             "model, which needs the token cache (tokens.jsonl)")
     parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm,
-                                                          plain_requests=cfg.plain_requests)
+                                                          plain_requests=cfg.plain_requests, reader=lm.reader())
     sizes = {k: len(v) for k, v in parts.items()}
     if not any(sizes.get(k) for k in cfg.mix):
         raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
@@ -376,7 +390,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
             metrics.log(step=step, loss=round(logged.item(), 6), lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
                         tokens=tok_count, processes=world, elapsed_s=round(bar.format_dict["elapsed"], 1),
-                        **({"ctc": round(float(ctc), 4)} if ctc is not None else {}))
+                        **({"ctc": round(float(ctc.detach()), 4)} if ctc is not None else {}))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint_on_main(acc, ckpt, model, opt, step, sched)
         if stop_after is not None and step >= stop_after:

@@ -83,7 +83,7 @@ def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40)
                           v.audio_group_ids(a["linguistic"], a["semantic"]), v.encode_text(turn["query"]["text"])))
         if len(turns) != len(item["turns"]):
             continue
-        seq = dialogue(v, turns, lm.cfg.rhythm, train_all_answers=False)
+        seq = dialogue(v, turns, lm.cfg.rhythm, train_all_answers=False, reader=lm.reader())
         with torch.no_grad():
             losses.append(float(lm.model(**collate([seq], v.ctrl["pad"], 4096)).loss))
         if item["answer"]:
