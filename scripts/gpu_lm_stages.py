@@ -9,7 +9,9 @@ stage-1 arm. What comes back is packed as <= 15 MiB tar parts, the models first.
     python scripts/gpu_lm_stages.py pack --data data/spokenqa --tokenizer runs/tok --tokens runs/tokens --out .gpu
     python scripts/gpu_lm_stages.py run --bundle .gpu --work /tmp/r --out $OUT --budget-s 480   # on the GPU box
 
-`--smoke` shrinks every stage to 2 steps (to test the script on a CPU).
+`--smoke` shrinks every stage to 2 steps (to test the script on a CPU). The heard-audio encoder from stage 1 with the
+query reading from stage 3: `--extra lm.heard_encoder=128 lm.heard_ctc=1.0 heard_ctc_warmup=1000 --late-extra
+lm.heard_reading=true`.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def send(folder: Path, out: Path, name: str, summary: dict) -> None:
 
 
 def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_steps: int,
-        stage1_steps: int = 0, extra: list[str] | None = None) -> None:
+        stage1_steps: int = 0, extra: list[str] | None = None, late_extra: list[str] | None = None) -> None:
     import torch
 
     from aqaa.train.recipe import Recipe
@@ -89,6 +91,9 @@ def run(bundle: Path, work: Path, out: Path, budget_s: float, smoke: bool, long_
     extra = extra or []  # e.g. lm.heard_encoder=128: the same setting on every LM stage
     recipe.cfg = dataclasses.replace(recipe.cfg, **{k: getattr(recipe.cfg, k) + extra
                                                     for k in ("stage1", "stage2", "stage3", "sft")})
+    # e.g. lm.heard_reading=true, which stage 1 cannot have: settings of stage 3 and SFT only
+    recipe.cfg = dataclasses.replace(recipe.cfg, **{k: getattr(recipe.cfg, k) + (late_extra or [])
+                                                    for k in ("stage3", "sft")})
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     summary: dict = {"device": device, "torch": torch.__version__, "stage1": recipe.cfg.stage1}
     lm, tokens = work / "lm", work / "tokens" / "tokens.jsonl"
@@ -153,11 +158,13 @@ def main() -> None:
     r.add_argument("--stage1-steps", type=int, default=0, help="stage 1 steps (default: the recipe's)")
     r.add_argument("--smoke", action="store_true")
     r.add_argument("--extra", nargs="*", default=[], help="key=value for every LM stage (e.g. lm.heard_encoder=128)")
+    r.add_argument("--late-extra", nargs="*", default=[], help="key=value for stage 3 and SFT only "
+                   "(e.g. lm.heard_reading=true)")
     a = ap.parse_args()
     if a.cmd == "pack":
         pack(a.data, a.tokenizer, a.tokens, a.out)
     else:
-        run(a.bundle, a.work, a.out, a.budget_s, a.smoke, a.long_steps, a.stage1_steps, a.extra)
+        run(a.bundle, a.work, a.out, a.budget_s, a.smoke, a.long_steps, a.stage1_steps, a.extra, a.late_extra)
 
 
 if __name__ == "__main__":
