@@ -57,6 +57,38 @@ def griffin_lim(voc: TokenVocoder, lin, sem, duration_s: float) -> np.ndarray:
     return y[: int(duration_s * 16_000)].astype(np.float32)
 
 
+def prosody_kept(row: dict, src: np.ndarray, out: np.ndarray) -> dict:
+    """One control clip's resynthesis vs its source: duration ratio, RMS and median-F0 differences, and the
+    frame-paired diagnostics (pitch error on frames voiced in both, share of the source's voiced frames kept)."""
+    ms, mo = measure(src, 16_000), measure(out, 16_000)
+    shift, kept = paired_f0(src, out, 16_000)
+    return {"audio": row["audio"], "axis": row["control"]["axis"], "f0_src_hz": ms.f0_hz, "f0_out_hz": mo.f0_hz,
+            "duration_ratio": mo.speech_s / max(ms.speech_s, 1e-3), "rms_db_diff": mo.rms_db - ms.rms_db,
+            "f0_st_diff": semitones(mo.f0_hz, ms.f0_hz) if ms.f0_hz == ms.f0_hz and mo.f0_hz == mo.f0_hz
+            else float("nan"),
+            "f0_paired_st": shift, "voiced_kept": kept}
+
+
+def summarize_prosody(pros: list[dict]) -> dict:
+    """Pass rates of the issue's three criteria (duration within 10 %, RMS within 2 dB, median F0 within 1 st)."""
+    ok_dur = [abs(p["duration_ratio"] - 1) <= 0.10 for p in pros]
+    ok_rms = [abs(p["rms_db_diff"]) <= 2.0 for p in pros]
+    ok_f0 = [abs(p["f0_st_diff"]) <= 1.0 for p in pros]
+    return {
+        "items": len(pros),
+        "duration_within_10pct": round(float(np.mean(ok_dur)), 3),
+        "rms_within_2db": round(float(np.mean(ok_rms)), 3),
+        "f0_within_1st": round(float(np.mean(ok_f0)), 3),
+        "duration_ratio_median": round(statistics.median(p["duration_ratio"] for p in pros), 3),
+        "rms_db_diff_median": round(statistics.median(p["rms_db_diff"] for p in pros), 2),
+        "f0_st_diff_median": round(float(np.nanmedian([p["f0_st_diff"] for p in pros])), 2),
+        "f0_paired_within_1st": round(float(np.mean([abs(p["f0_paired_st"]) <= 1.0 for p in pros])), 3),
+        "f0_paired_st_median": round(float(np.nanmedian([p["f0_paired_st"] for p in pros])), 2),
+        "voiced_kept_median": round(float(np.median([p["voiced_kept"] for p in pros])), 3),
+        "all_three": int(sum(d and r and f for d, r, f in zip(ok_dur, ok_rms, ok_f0))),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vocoder", required=True)
@@ -115,32 +147,8 @@ def main() -> None:
     for row in control:
         t = tokens[row["audio"]]
         src = sf.read(data / row["audio"], dtype="float32")[0]
-        out = voc.synthesize(t["linguistic"], t["semantic"], t["duration_s"])
-        ms, mo = measure(src, 16_000), measure(out, 16_000)
-        shift, kept = paired_f0(src, out, 16_000)
-        pros.append({"audio": row["audio"], "axis": row["control"]["axis"], "f0_src_hz": ms.f0_hz,
-                     "f0_out_hz": mo.f0_hz,
-                     "duration_ratio": mo.speech_s / max(ms.speech_s, 1e-3),
-                     "rms_db_diff": mo.rms_db - ms.rms_db,
-                     "f0_st_diff": semitones(mo.f0_hz, ms.f0_hz) if ms.f0_hz == ms.f0_hz and mo.f0_hz == mo.f0_hz
-                     else float("nan"),
-                     "f0_paired_st": shift, "voiced_kept": kept})
-    ok_dur = [abs(p["duration_ratio"] - 1) <= 0.10 for p in pros]
-    ok_rms = [abs(p["rms_db_diff"]) <= 2.0 for p in pros]
-    ok_f0 = [abs(p["f0_st_diff"]) <= 1.0 for p in pros]
-    prosody = {
-        "items": len(pros),
-        "duration_within_10pct": round(float(np.mean(ok_dur)), 3),
-        "rms_within_2db": round(float(np.mean(ok_rms)), 3),
-        "f0_within_1st": round(float(np.mean(ok_f0)), 3),
-        "duration_ratio_median": round(statistics.median(p["duration_ratio"] for p in pros), 3),
-        "rms_db_diff_median": round(statistics.median(p["rms_db_diff"] for p in pros), 2),
-        "f0_st_diff_median": round(float(np.nanmedian([p["f0_st_diff"] for p in pros])), 2),
-        "f0_paired_within_1st": round(float(np.mean([abs(p["f0_paired_st"]) <= 1.0 for p in pros])), 3),
-        "f0_paired_st_median": round(float(np.nanmedian([p["f0_paired_st"] for p in pros])), 2),
-        "voiced_kept_median": round(float(np.median([p["voiced_kept"] for p in pros])), 3),
-        "all_three": int(sum(d and r and f for d, r, f in zip(ok_dur, ok_rms, ok_f0))),
-    }
+        pros.append(prosody_kept(row, src, voc.synthesize(t["linguistic"], t["semantic"], t["duration_s"])))
+    prosody = summarize_prosody(pros)
 
     report = {"vocoder": args.vocoder, "config": json.loads((Path(args.vocoder) / "vocoder.json").read_text()),
               "params_m": round(sum(p.numel() for p in voc.parameters()) / 1e6, 2), "wer_items": len(plain),
