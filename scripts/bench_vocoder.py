@@ -89,18 +89,25 @@ def summarize_prosody(pros: list[dict]) -> dict:
     }
 
 
-def main() -> None:
+def load_bench(out: str, threads: int, **extra_args) -> tuple:
+    """(args, data folder, token cache, vocoder, plain answers, control renderings) from the command line's
+    --vocoder / --tokens / --data / --out (`extra_args`: name -> argparse keywords)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--vocoder", required=True)
     ap.add_argument("--tokens", required=True)
     ap.add_argument("--data", default="data/spokenqa")
-    ap.add_argument("--n", type=int, default=60, help="plain answers for the WER")
-    ap.add_argument("--out", default="reports/vocoder")
+    ap.add_argument("--out", default=out)
+    for name, kw in extra_args.items():
+        ap.add_argument(name, **kw)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     data, tokens = Path(args.data), read_tokens(Path(args.tokens))
-    voc = TokenVocoder.load(args.vocoder)
-    plain, control = held_out(data, tokens)
+    return args, data, tokens, TokenVocoder.load(args.vocoder), *held_out(data, tokens)
+
+
+def main() -> None:
+    args, data, tokens, voc, plain, control = load_bench(
+        "reports/vocoder", 2, **{"--n": {"type": int, "default": 60, "help": "plain answers for the WER"}})
     plain = plain[: args.n]
 
     # streaming speed, one group per step; first, before Whisper's threads exist (measured: after transcribing,

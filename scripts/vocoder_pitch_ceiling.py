@@ -11,7 +11,6 @@ pitch the tokens carry.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -19,10 +18,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from bench_vocoder import held_out, prosody_kept, summarize_prosody
+from bench_vocoder import load_bench, prosody_kept, summarize_prosody
 
 from aqaa.audio.measure import F0_REF, f0_track
-from aqaa.data.tokens import read_tokens
 from aqaa.tokenizer.interleave import GROUP_SAMPLES
 from aqaa.vocoder.model import FRAMES_PER_GROUP, TokenVocoder
 
@@ -47,16 +45,7 @@ def resynthesize(voc: TokenVocoder, tokens: dict, src: np.ndarray, mode: str) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--vocoder", required=True)
-    ap.add_argument("--tokens", required=True)
-    ap.add_argument("--data", default="data/spokenqa")
-    ap.add_argument("--out", default="reports/vocoder_pitch/ceiling")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    data, tokens = Path(args.data), read_tokens(Path(args.tokens))
-    voc = TokenVocoder.load(args.vocoder)
-    _, control = held_out(data, tokens)
+    args, data, tokens, voc, _, control = load_bench("reports/vocoder_pitch/ceiling", 1)
     results = {}
     for mode in MODES:
         pros = [prosody_kept(row, src, resynthesize(voc, tokens[row["audio"]], src, mode))
