@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from aqaa.lm.decode import HFDecoder, LlamaDecoder
@@ -242,8 +243,6 @@ def test_a_reading_follows_the_query_audio_as_input_only():
     assert ctc.item() == 0.0  # a user turn's reading is no transcript to learn from
     read = lm.reader()(q)  # the real reader: the encoder's greedy CTC reading, as text ids
     assert v.encode_text(v.decode_text(read)) == read and tiny(encoder=16).reader() is None
-    import pytest
-
     with pytest.raises(ValueError, match="heard_reading needs"):
         AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_reading=True), LINES, seed=3)
 
@@ -251,8 +250,6 @@ def test_a_reading_follows_the_query_audio_as_input_only():
 def test_heard_reading_trains_from_a_later_stage_and_answers(tiny_corpus, tmp_path, speech):
     """Stage 1 cannot read yet; SFT switches the reading on, the saved model keeps it, and the engine answers with
     it (`last_heard` is the reading)."""
-    import pytest
-
     from aqaa.errors import AqaaInputError
     from aqaa.lm.generate import Sampling
     from aqaa.serve.engine import AqaaSession, assemble_model
