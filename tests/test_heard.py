@@ -253,7 +253,8 @@ def test_heard_reading_trains_from_a_later_stage_and_answers(tiny_corpus, tmp_pa
     from aqaa.errors import AqaaInputError
     from aqaa.lm.generate import Sampling
     from aqaa.serve.engine import AqaaSession, assemble_model
-    from aqaa.train.lm import stage_config, train_stage
+    from aqaa.lm.heard import LEXICON_FILE, lexicon_words
+    from aqaa.train.lm import stage_config, train_stage, vocab_lines
     from aqaa.train.vocoder import train_vocoder
 
     args = (tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
@@ -263,9 +264,11 @@ def test_heard_reading_trains_from_a_later_stage_and_answers(tiny_corpus, tmp_pa
     train_stage(stage_config("stage1", "tiny", ["steps=2", "batch=2", *enc]), *args)
     for stage in ("stage2", "stage3"):
         train_stage(stage_config(stage, "tiny", ["steps=1", "batch=2"]), *args)
-    sft = train_stage(stage_config("sft", "tiny", ["steps=2", "batch=2", *enc, "lm.heard_reading=true"]), *args)
+    sft = train_stage(stage_config("sft", "tiny", ["steps=2", "batch=2", *enc, "lm.heard_reading=true",
+                                                "lm.heard_lexicon=0.34"]), *args)
     lm = AudioLM.load(sft)
     assert lm.cfg.heard_reading and lm.reader() is not None
+    assert lm.lexicon == lexicon_words(vocab_lines(tiny_corpus["data"])) and (sft / LEXICON_FILE).is_file()
     voc = train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "voc", "tiny", ["steps=1", "batch=2"])
     model = assemble_model(tmp_path / "model", tiny_corpus["tokenizer"], sft, voc,
                            Sampling(max_groups=4, max_text_tokens=4, audio_temperature=1.0))
@@ -278,3 +281,22 @@ def test_heard_reading_trains_from_a_later_stage_and_answers(tiny_corpus, tmp_pa
     n = s.state.n_past
     s.answer(samples)  # the second turn's prompt holds its reading too
     assert s.state.n_past > n + len(q_ids) + 2
+
+
+def test_a_reading_snaps_to_the_lexicon_only_when_close():
+    """`heard_lexicon`: a word off by a letter becomes the known word (ties to the commoner one); a known word, or
+    one too far from every known word, stays as read; without a lexicon the option refuses to run."""
+    from aqaa.lm.heard import heard_ctc_transcript, lexicon_words, snap_to_lexicon
+
+    lexicon = lexicon_words(["What is the capital of Greece?", "Kyiv is the capital of Ukraine.", "cat cat", "car"])
+    assert lexicon[:2] == ["is", "the"] and lexicon.index("cat") < lexicon.index("car")
+    assert snap_to_lexicon("what is the capitl of grece kyive", lexicon, 0.34) == "what is the capital of greece kyiv"
+    assert snap_to_lexicon("cax zebra", lexicon, 0.34) == "cat zebra"
+    assert snap_to_lexicon("grece", lexicon, 0.1) == "grece"
+    lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_ctc=1.0, heard_reading=True,
+                                            heard_lexicon=0.34), LINES, seed=3)
+    with pytest.raises(ValueError, match="no lexicon"):
+        lm.reader()
+    lm.lexicon = lexicon_words(LINES)
+    q = audio(lm, 3, 0)
+    assert lm.reader()(q) == lm.vocab.encode_text(snap_to_lexicon(heard_ctc_transcript(lm.model, q), lm.lexicon, 0.34))

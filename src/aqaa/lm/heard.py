@@ -198,3 +198,34 @@ def heard_ctc_transcript(model: nn.Module, audio_ids: list[int]) -> str:
         raise ValueError("the model has no heard-audio encoder with a CTC head")
     _, h, _ = heard.encoder.states([heard.weight[torch.tensor(audio_ids, device=heard.weight.device)]])
     return " ".join(ctc_greedy(heard.encoder.chars(h[0]).argmax(-1).tolist()).split())
+
+
+LEXICON_FILE = "heard_lexicon.txt"
+
+
+def lexicon_words(lines: list[str]) -> list[str]:
+    """The words of the training texts (normalized), most frequent first: ties in `snap_to_lexicon` go to the
+    commoner word."""
+    from collections import Counter
+
+    from aqaa.eval.text import normalize
+
+    counts = Counter(w for line in lines for w in normalize(line).split())
+    return [w for w, _ in counts.most_common()]
+
+
+def snap_to_lexicon(text: str, lexicon: list[str], max_distance: float) -> str:
+    """Each read word outside the lexicon becomes its nearest lexicon word when their normalized edit distance is at
+    most `max_distance` (else it stays as read). Why: the greedy CTC reading misses entities by a letter ("grece",
+    "kyive", "acra"), and a model only knows the words it was trained on; a closed-vocabulary correction is what
+    a lexicon does in any CTC decoder, here on the greedy path so it costs microseconds (rapidfuzz)."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+
+    known = set(lexicon)
+    out = []
+    for word in text.split():
+        best = None if word in known else process.extractOne(
+            word, lexicon, scorer=Levenshtein.normalized_distance, score_cutoff=max_distance)
+        out.append(best[0] if best else word)
+    return " ".join(out)

@@ -38,6 +38,9 @@ class LMConfig:
     # <|end_turn|>`), so the LM answers from words it is given, not only from words it must read out of the audio
     # (needs heard_encoder and heard_ctc; training and answering both compute it with the model's own encoder)
     heard_reading: bool = False
+    # > 0: a read word outside the training texts' words becomes its nearest one within this normalized edit
+    # distance (`aqaa.lm.heard.snap_to_lexicon`); the word list is saved beside the weights (heard_lexicon.txt)
+    heard_lexicon: float = 0.0
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -61,8 +64,9 @@ PRESETS: dict[str, LMConfig] = {
 class AudioLM:
     """The HF model, its extended vocabulary and the aqaa settings, kept together."""
 
-    def __init__(self, model, vocab: Vocab, cfg: LMConfig):
+    def __init__(self, model, vocab: Vocab, cfg: LMConfig, lexicon: list[str] | None = None):
         self.model, self.vocab, self.cfg = model, vocab, cfg
+        self.lexicon = lexicon  # the words `reader` snaps its reading to (heard_lexicon)
 
     @classmethod
     def create(cls, cfg: LMConfig, text_lines: list[str] | None = None, seed: int = 0, vocab: Vocab | None = None
@@ -104,6 +108,8 @@ class AudioLM:
             self.cfg.heard_encoder = hidden
         if self.cfg.heard_reading and not (self.cfg.heard_encoder and self.cfg.heard_ctc):
             raise ValueError("heard_reading needs the heard-audio encoder with its CTC head (heard_encoder, heard_ctc)")
+        if self.cfg.heard_lexicon and not self.cfg.heard_reading:
+            raise ValueError("heard_lexicon corrects the reading: it needs heard_reading")
         return self
 
     def reader(self):
@@ -111,18 +117,24 @@ class AudioLM:
         (`heard_reading`), else None: what `aqaa.lm.format.user_turn` puts after the query audio."""
         if not self.cfg.heard_reading:
             return None
-        from aqaa.lm.heard import heard_ctc_transcript
+        from aqaa.lm.heard import heard_ctc_transcript, snap_to_lexicon
+
+        if self.cfg.heard_lexicon and not self.lexicon:
+            raise ValueError("heard_lexicon is set but the model has no lexicon")
 
         def read(audio_ids: list[int]) -> list[int]:
             with torch.inference_mode():
-                return self.vocab.encode_text(heard_ctc_transcript(self.model, audio_ids))
+                text = heard_ctc_transcript(self.model, audio_ids)
+            if self.cfg.heard_lexicon:
+                text = snap_to_lexicon(text, self.lexicon, self.cfg.heard_lexicon)
+            return self.vocab.encode_text(text)
         return read
 
     def save(self, folder: str | Path) -> Path:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""
         from aqaa.paths import atomic_dir
 
-        from aqaa.lm.heard import ENCODER_FILE
+        from aqaa.lm.heard import ENCODER_FILE, LEXICON_FILE
 
         state = self.model.state_dict()
         encoder = {k: v for k, v in state.items() if ".encoder." in k}
@@ -135,6 +147,8 @@ class AudioLM:
             else:
                 self.model.save_pretrained(tmp)
             self.vocab.hf.save_pretrained(tmp)
+            if self.lexicon:
+                (tmp / LEXICON_FILE).write_text("\n".join(self.lexicon) + "\n")
             (tmp / "aqaa_lm.json").write_text(json.dumps(asdict(self.cfg), indent=1))
         return Path(folder)
 
@@ -149,7 +163,10 @@ class AudioLM:
             raise AqaaInputError(f"{folder}: not an aqaa LM folder (no aqaa_lm.json)")
         cfg = LMConfig.from_dict(json.loads((folder / "aqaa_lm.json").read_text()))
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-        lm = cls(model, Vocab.load(folder), cfg)
+        from aqaa.lm.heard import LEXICON_FILE
+
+        lexicon = (folder / LEXICON_FILE).read_text().split() if (folder / LEXICON_FILE).is_file() else None
+        lm = cls(model, Vocab.load(folder), cfg, lexicon)
         if cfg.heard_encoder:
             from safetensors.torch import load_file
 

@@ -242,7 +242,11 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
     if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op), its CTC head, or switch
         # where its output goes; a stage that names the encoder sets these from its own settings
         lm.cfg.heard_ctc, lm.cfg.heard_residual = cfg.lm.heard_ctc, cfg.lm.heard_residual
-        lm.cfg.heard_reading = cfg.lm.heard_reading
+        lm.cfg.heard_reading, lm.cfg.heard_lexicon = cfg.lm.heard_reading, cfg.lm.heard_lexicon
+        if cfg.lm.heard_lexicon and not lm.lexicon:  # the words of the text the model's vocabulary was built on
+            from aqaa.lm.heard import lexicon_words
+
+            lm.lexicon = lexicon_words(vocab_lines(data_dir))
         lm.with_heard_encoder(lm.cfg.heard_encoder or cfg.lm.heard_encoder)
     return lm
 
