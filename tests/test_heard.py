@@ -300,3 +300,26 @@ def test_a_reading_snaps_to_the_lexicon_only_when_close():
     lm.lexicon = lexicon_words(LINES)
     q = audio(lm, 3, 0)
     assert lm.reader()(q) == lm.vocab.encode_text(snap_to_lexicon(heard_ctc_transcript(lm.model, q), lm.lexicon, 0.34))
+
+
+def test_hidden_audio_keeps_the_reading_of_the_real_audio():
+    """`heard_hide`: a hidden query shows random linguistic codes (its semantic tokens kept), its reading is still
+    that of the real audio, and the same query is hidden the same way every time the parts are built."""
+    from aqaa.lm.format import dialogue
+    from aqaa.train.lm import hide_linguistic
+
+    lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_ctc=1.0, heard_reading=True),
+                        LINES, seed=3)
+    v, c = lm.vocab, lm.vocab.ctrl
+    hide = hide_linguistic(v, 1.0, seed=0)
+    q = audio(lm, 6, 0)
+    shown = hide(q)
+    lo, hi = v.l_range
+    assert shown == hide(q) and shown != q and len(shown) == len(q)
+    assert [i for i in shown if not lo <= i < hi] == [i for i in q if not lo <= i < hi]  # semantic stream kept
+    assert hide_linguistic(v, 0.0, seed=0)(q) == q
+    seen = []
+    seq = dialogue(v, [(q, v.encode_text("yes"), audio(lm, 2, 1))], lm.cfg.rhythm,
+                   reader=lambda ids: seen.append(ids) or v.encode_text("hi"), hide=hide)
+    start = seq.ids.index(c["audio_start"])
+    assert seen == [q] and seq.ids[start + 1: start + 1 + len(q)] == shown

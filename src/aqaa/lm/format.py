@@ -101,18 +101,21 @@ def read_once(reader: Reader) -> Reader:
     return read
 
 
-def user_turn(vocab: Vocab, audio_ids: list[int], reader: Reader | None = None) -> list[int]:
+def user_turn(vocab: Vocab, audio_ids: list[int], reader: Reader | None = None,
+              hide: Callable[[list[int]], list[int]] | None = None) -> list[int]:
+    """`hide` (training only) changes the audio the turn shows after its reading was taken from the real one."""
     reading = [vocab.ctrl["asr"], *reader(audio_ids)] if reader else []
-    return [vocab.ctrl["user"], *audio_block(vocab, audio_ids), *reading, vocab.ctrl["end_turn"]]
+    shown = hide(audio_ids) if hide else audio_ids
+    return [vocab.ctrl["user"], *audio_block(vocab, shown), *reading, vocab.ctrl["end_turn"]]
 
 
 def dialogue(vocab: Vocab, turns: list[tuple], rhythm: AnswerRhythm, train_all_answers: bool = True,
-             reader: Reader | None = None) -> Sequence:
+             reader: Reader | None = None, hide: Callable[[list[int]], list[int]] | None = None) -> Sequence:
     """turns: (query audio ids, answer text ids, answer audio ids[, query text ids]). Loss on the assistant's
     answers only (every answer, or only the last when `train_all_answers` is False)."""
     seq = Sequence().add([vocab.ctrl["bos"]], False)
     for i, (q_audio, a_text, a_audio, *heard) in enumerate(turns):
-        seq.add(user_turn(vocab, q_audio, reader) + [vocab.ctrl["assistant"]], False)
+        seq.add(user_turn(vocab, q_audio, reader, hide) + [vocab.ctrl["assistant"]], False)
         seq.add(answer_ids(vocab, a_text, a_audio, rhythm, heard[0] if heard else None),
                 train_all_answers or i == len(turns) - 1)
     return seq

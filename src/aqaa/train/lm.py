@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,10 @@ class StageConfig:
     # default: it made plain requests neutral and the phrase heard more often, but controlled answers less often
     # styled, and the direction figure did not move (reports/speech_control.md)
     plain_requests: bool = False
+    # (with lm.heard_reading) this share of training queries shows random linguistic codes instead of its own after
+    # the reading was taken from the real ones (semantic stream kept): in training the reading and the audio say the
+    # same, and the LM learned to ignore the reading (session 18: right reading, wrong answer on test voices)
+    heard_hide: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -85,12 +89,26 @@ def _neutral(turn_part: dict) -> bool:
 PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue")
 
 
+def hide_linguistic(vocab: Vocab, share: float, seed: int) -> Callable[[list[int]], list[int]]:
+    """Query audio ids -> the same with every linguistic token a random code, for `share` of the queries (which ones
+    and the codes are a function of the ids and `seed`, so rebuilding the parts gives the same sequences)."""
+    lo, hi = vocab.l_range
+
+    def hide(ids: list[int]) -> list[int]:
+        rng = random.Random(hash((seed, *ids)))
+        if rng.random() >= share:
+            return ids
+        return [rng.randrange(lo, hi) if lo <= i < hi else i for i in ids]
+    return hide
+
+
 def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
-               assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None
-               ) -> Iterator[tuple[str, Sequence]]:
+               assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None,
+               hide: Callable[[list[int]], list[int]] | None = None) -> Iterator[tuple[str, Sequence]]:
     """Every training sequence of one split as (mixture part, sequence), in a fixed order. `tokens` is any mapping
     audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand). `reader`
-    (`AudioLM.reader()` of a model with `heard_reading`) gives every user turn its reading."""
+    (`AudioLM.reader()` of a model with `heard_reading`) gives every user turn its reading; `hide`
+    (`hide_linguistic`) changes the audio its dialogues show."""
     def audio(rel: str) -> list[int]:
         row = tokens[rel]
         return vocab.audio_group_ids(row["linguistic"], row["semantic"])
@@ -111,16 +129,16 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"]), text(q["text"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             if not needs_context:
-                yield "single_turn", dialogue(vocab, turns[-1:], rhythm, reader=reader)
+                yield "single_turn", dialogue(vocab, turns[-1:], rhythm, reader=reader, hide=hide)
             plain, neutral = turn.get("plain_query"), turn.get("neutral")
             if plain_requests and plain and neutral and plain["audio"] in tokens and neutral["audio"] in tokens:
                 # the control words left out, the neutral rendering answers (a dialogue of its own, like its item)
                 spoken.append((plain["audio"], plain["text"], False))
                 asked = [(audio(plain["audio"]), text(neutral["text"]), audio(neutral["audio"]), text(plain["text"]))]
-                yield "single_turn", dialogue(vocab, asked, rhythm, reader=reader)
-                yield "dialogue", dialogue(vocab, asked, rhythm, reader=reader)
+                yield "single_turn", dialogue(vocab, asked, rhythm, reader=reader, hide=hide)
+                yield "dialogue", dialogue(vocab, asked, rhythm, reader=reader, hide=hide)
         if len(turns) == len(item["turns"]):
-            yield "dialogue", dialogue(vocab, turns, rhythm, reader=reader)
+            yield "dialogue", dialogue(vocab, turns, rhythm, reader=reader, hide=hide)
     sentences = data_dir / "pretrain" / "sentences.jsonl"
     for line in sentences.read_text().splitlines() if sentences.exists() else []:
         s = json.loads(line)
@@ -142,12 +160,12 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
 
 
 def build_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
-                assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None
-                ) -> dict[str, list[Sequence]]:
+                assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None,
+                hide: Callable[[list[int]], list[int]] | None = None) -> dict[str, list[Sequence]]:
     """All training sequences of one split in memory, by mixture part."""
     parts: dict[str, list[Sequence]] = {k: [] for k in PARTS}
     for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice, plain_requests,
-                                reader and read_once(reader)):  # single-turn and dialogue sequences share queries
+                                reader and read_once(reader), hide):  # single-turn and dialogue sequences share queries
         parts[name].append(seq)
     return parts
 
@@ -341,8 +359,14 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
 
         raise AqaaInputError(f"{tokens_path} is a pack: heard_reading reads every query with the stage's starting "
                              "model, which needs the token cache (tokens.jsonl)")
+    if cfg.heard_hide and not lm.cfg.heard_reading:
+        from aqaa.errors import AqaaInputError
+
+        raise AqaaInputError("heard_hide hides the audio behind the reading: it needs lm.heard_reading=true")
+    hide = hide_linguistic(lm.vocab, cfg.heard_hide, cfg.seed) if cfg.heard_hide else None
     parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm,
-                                                          plain_requests=cfg.plain_requests, reader=lm.reader())
+                                                          plain_requests=cfg.plain_requests, reader=lm.reader(),
+                                                          hide=hide)
     sizes = {k: len(v) for k, v in parts.items()}
     if not any(sizes.get(k) for k in cfg.mix):
         raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
