@@ -13,14 +13,9 @@ import json
 import statistics
 from pathlib import Path
 
-from aqaa.eval.text import normalize
+from probe_asr import entity_heard
 
 CATEGORIES = ("knowledge", "reasoning", "speech_control", "voice_understanding", "multi_turn")
-
-
-def entities(text: str) -> list[str]:
-    words = [w.strip("?,.!'") for w in text.split()[1:]]
-    return [w for w in words if w[:1].isupper() and w != "I"]
 
 
 def summarize(run: Path, items: dict[str, dict]) -> dict | None:
@@ -28,8 +23,9 @@ def summarize(run: Path, items: dict[str, dict]) -> dict | None:
     records = [r for r in records if "error" not in r]
     if not records:
         return None
-    named = [all(f" {normalize(e)} " in f" {normalize(r['heard'])} " for e in entities(items[r["id"]]["text"]))
+    named = [entity_heard(items[r["id"]], r["heard"])
              for r in records if r["category"] == "knowledge" and r.get("heard") and r["id"] in items]
+    named = [n for n in named if n is not None]  # a knowledge question naming no entity ("the colour of milk")
     return {"run": run.name, "n": len(records), "overall": statistics.mean(r["correct"] for r in records),
             "by_category": {c: statistics.mean(v) for c in CATEGORIES
                             if (v := [r["correct"] for r in records if r["category"] == c])},
