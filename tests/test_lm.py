@@ -185,6 +185,27 @@ def test_stages_chain_to_sft(tiny_corpus, tmp_path):
                     tmp_path / "empty")
 
 
+def test_typed_questions_are_answered_by_the_spoken_answers_the_split_has(tiny_lm):
+    """The `typed` part: a knowledge question as text alone, in the reading's form, answered with the audio of a
+    neutral assistant-voice rendering of its answer; answers with no such rendering give no sequence."""
+    from aqaa.train.lm import typed_dialogues
+
+    v = tiny_lm.vocab
+    said = [v.l_id(1), v.l_id(2), v.s_id(3), v.s_id(4), v.s_id(5)] * 3
+    spoken = [("a/peru.wav", "The capital of Peru is Lima.", True), ("q/kenya.wav", "The capital of Kenya is Nairobi.", False)]
+    seqs = list(typed_dialogues(v, tiny_lm.cfg.rhythm, spoken, lambda rel: said))
+    assert seqs and len(seqs) <= 5  # the train phrasings of "capital" asked about Peru
+    for seq in seqs:
+        c = v.ctrl
+        turn_end = seq.ids.index(c["end_turn"])
+        assert seq.ids[:3] == [c["bos"], c["user"], c["asr"]] and c["audio_start"] not in seq.ids[:turn_end]
+        question = v.decode_text(seq.ids[3:turn_end])
+        assert "peru" in question and question == question.lower() and "?" not in question
+        assert not any(seq.loss[:turn_end + 2]) and all(seq.loss[turn_end + 2:])  # loss on the answer only
+        assert said[:5] == [i for i in seq.ids if v.l_range[0] <= i < v.s_range[1]][:5]
+        assert "Lima" in v.decode_text([i for i in seq.ids[turn_end:] if v.is_text(i)])
+
+
 def test_a_plain_request_is_answered_by_the_neutral_rendering(tiny_lm, tmp_path):
     """A control item's plain request (no control words) becomes a dialogue of its own whose answer is the neutral
     rendering's audio, so the words, not the phrase, decide the style."""

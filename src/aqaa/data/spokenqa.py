@@ -326,3 +326,17 @@ def make_dialogue(rng: random.Random, split: str, category: str | None = None) -
     _, made = qtype.make(rng, qtype.phrasings[phrasing])
     turns = made if isinstance(made, list) else [made]
     return Dialogue(category, qtype.name, phrasing, turns)
+
+
+def typed_pairs(categories: tuple[str, ...] = ("knowledge", "reasoning"), draws: int = 3000, seed: int = 0
+                ) -> list[tuple[str, str]]:
+    """Distinct (question, answer) texts of the question types of `categories` in their train phrasings, `draws`
+    random draws per type (a fixed order): the typed questions training pairs with spoken answers it already has."""
+    rng = random.Random(seed)
+    pairs: dict[tuple[str, str], None] = {}
+    for qtype in QUESTION_TYPES.values():
+        if qtype.category in categories:
+            for _ in range(draws):
+                _, turn = qtype.make(rng, rng.choice(qtype.phrasings[:-HELD_OUT]))
+                pairs[(turn.query, turn.answer)] = None
+    return list(pairs)

@@ -12,6 +12,7 @@ wrote, which stage-1 ASR trains on every voice; the user hears only what follows
 A model with `heard_reading` instead gives each user turn its heard-audio encoder's reading, as in an ASR document:
     <|user|> <|audio_start|> L L S S S ... <|audio_end|> <|asr|> reading <|end_turn|>
 (input only, no loss; `reader` below is `AudioLM.reader()`, the same function in training and answering.)
+A typed query is the reading alone: `<|user|> <|asr|> text <|end_turn|>`.
 
 The assistant's answer interleaves its text and its audio with a fixed rhythm (`text_chunk` text tokens, then
 `audio_chunk` groups of `L L S S S`), so the text runs ahead of the speech it is spoken in — the transcript is
@@ -107,6 +108,12 @@ def user_turn(vocab: Vocab, audio_ids: list[int], reader: Reader | None = None,
     reading = [vocab.ctrl["asr"], *reader(audio_ids)] if reader else []
     shown = hide(audio_ids) if hide else audio_ids
     return [vocab.ctrl["user"], *audio_block(vocab, shown), *reading, vocab.ctrl["end_turn"]]
+
+
+def typed_turn(vocab: Vocab, text_ids: list[int]) -> list[int]:
+    """A query given as text alone, in the reading's place (`<|user|> <|asr|> text <|end_turn|>`): the typed
+    questions of the `typed` training part (`aqaa.train.lm`), which teach the answer to follow the words read."""
+    return [vocab.ctrl["user"], vocab.ctrl["asr"], *text_ids, vocab.ctrl["end_turn"]]
 
 
 def dialogue(vocab: Vocab, turns: list[tuple], rhythm: AnswerRhythm, train_all_answers: bool = True,

@@ -23,11 +23,16 @@ ENCODER_FILE = "heard_encoder.safetensors"
 CHARS = " abcdefghijklmnopqrstuvwxyz'"  # the CTC head's alphabet (after `aqaa.eval.text.normalize`), blank = 0
 
 
-def ctc_targets(text: str) -> list[int]:
-    """Normalized text -> CTC labels (1-based indices into CHARS; 0 is the blank)."""
+def reading_text(text: str) -> str:
+    """Text as the CTC head writes it (normalized, CHARS only): the form of a reading, and of a typed query."""
     from aqaa.eval.text import normalize
 
-    return [CHARS.index(c) + 1 for c in normalize(text) if c in CHARS]
+    return " ".join("".join(c for c in normalize(text) if c in CHARS).split())
+
+
+def ctc_targets(text: str) -> list[int]:
+    """Normalized text -> CTC labels (1-based indices into CHARS; 0 is the blank)."""
+    return [CHARS.index(c) + 1 for c in reading_text(text)]
 
 
 def ctc_greedy(best: list[int]) -> str:
