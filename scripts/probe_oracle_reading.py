@@ -4,8 +4,9 @@
         --manifest data/spokenqa/test.jsonl --out runs/oracle-hide3 --categories knowledge reasoning
 
 A model with `lm.heard_reading` answers from its audio and from what its CTC head reads. If it answers badly even
-when the reading is the exact question (normalized, as the CTC head writes it), better hearing cannot help and the
-LM's reading-to-answer mapping is the gap; if it answers well, the reading's errors are. The audio is the real one;
+when the reading is the exact question (normalized as the CTC head writes it, cased as the model's reading is),
+better hearing cannot help and the LM's reading-to-answer mapping is the gap; if it answers well, the reading's
+errors are. The audio is the real one;
 everything else (engine, judge, report) is `aqaa eval`'s. Turns the manifest does not script (the judge's neutral
 "Say <phrase>." rendering of control items) keep the model's own reading.
 """
@@ -21,9 +22,7 @@ from tqdm import tqdm
 
 from aqaa.eval.harness import evaluate_item, read_manifest, with_items
 from aqaa.eval.report import write_report
-from aqaa.eval.text import normalize
 from aqaa.lm.format import read_once
-from aqaa.lm.heard import CHARS
 from aqaa.serve.chat import open_session
 
 
@@ -41,12 +40,12 @@ class OracleReading:
 
     def reset(self) -> None:
         self.session.reset()
-        vocab, own = self.session.lm.vocab, self.own
+        lm, own = self.session.lm, self.own
 
         def read(audio_ids: list[int]) -> list[int]:
             if not self.texts:
                 return own(audio_ids)
-            return vocab.encode_text("".join(c for c in normalize(self.texts.pop(0)) if c in CHARS))
+            return lm.reading_ids(self.texts.pop(0), snap=False)  # exact words, in the model's case
         self.session.reader = read_once(read)
 
 

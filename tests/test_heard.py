@@ -293,6 +293,10 @@ def test_a_reading_snaps_to_the_lexicon_only_when_close():
     assert snap_to_lexicon("what is the capitl of grece kyive", lexicon, 0.34) == "what is the capital of greece kyiv"
     assert snap_to_lexicon("cax zebra", lexicon, 0.34) == "cat zebra"
     assert snap_to_lexicon("grece", lexicon, 0.1) == "grece"
+    # `heard_case`: every known word in the case the texts write it inside a sentence (a first word tells nothing)
+    assert "Greece" in lexicon and "Ukraine" in lexicon and "what" in lexicon and "kyiv" in lexicon
+    assert snap_to_lexicon("what is the capitl of grece kyive", lexicon, 0.34, cased=True) == \
+        "what is the capital of Greece kyiv"
     lm = AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_ctc=1.0, heard_reading=True,
                                             heard_lexicon=0.34), LINES, seed=3)
     with pytest.raises(ValueError, match="no lexicon"):
@@ -300,6 +304,12 @@ def test_a_reading_snaps_to_the_lexicon_only_when_close():
     lm.lexicon = lexicon_words(LINES)
     q = audio(lm, 3, 0)
     assert lm.reader()(q) == lm.vocab.encode_text(snap_to_lexicon(heard_ctc_transcript(lm.model, q), lm.lexicon, 0.34))
+    lm.cfg.heard_case = True
+    assert lm.reading_ids("What is the capital of Grece?", snap=False) == lm.vocab.encode_text(
+        snap_to_lexicon("what is the capital of grece", lm.lexicon, 0.0, cased=True))
+    with pytest.raises(ValueError, match="needs heard_lexicon"):
+        AudioLM.create(dataclasses.replace(PRESETS["tiny"], heard_encoder=16, heard_ctc=1.0, heard_reading=True,
+                                           heard_case=True), LINES, seed=3)
 
 
 def test_hidden_audio_keeps_the_reading_of_the_real_audio():

@@ -7,16 +7,16 @@ import re
 from num2words import num2words
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_PUNCT = re.compile(r"[^a-z0-9' ]+")
+_PUNCT = re.compile(r"[^A-Za-z0-9' ]+")
 
 
 def number_words(n: int) -> str:
     return num2words(n).replace("-", " ").replace(",", "")
 
 
-def normalize(text: str) -> str:
-    """'Seven plus 5 is Twelve!' -> 'seven plus five is twelve'."""
-    text = text.lower().replace("-", " ")
+def normalize(text: str, lower: bool = True) -> str:
+    """'Seven plus 5 is Twelve!' -> 'seven plus five is twelve' (`lower=False`: 'Seven plus five is Twelve')."""
+    text = (text.lower() if lower else text).replace("-", " ")
     text = _NUMBER.sub(lambda m: " " + num2words(float(m.group()) if "." in m.group() else int(m.group())) + " ", text)
     text = text.replace("-", " ").replace(",", " ")
     text = _PUNCT.sub(" ", text).replace("'", "")

@@ -209,28 +209,42 @@ LEXICON_FILE = "heard_lexicon.txt"
 
 
 def lexicon_words(lines: list[str]) -> list[str]:
-    """The words of the training texts (normalized), most frequent first: ties in `snap_to_lexicon` go to the
-    commoner word."""
+    """The words of the training texts (normalized), most frequent first (ties in `snap_to_lexicon` go to the
+    commoner word), each in the case it is mostly written in inside a sentence ("Russia", "I", "seventy"): the form
+    a cased reading (`heard_case`) writes it in."""
     from collections import Counter
 
     from aqaa.eval.text import normalize
 
-    counts = Counter(w for line in lines for w in normalize(line).split())
-    return [w for w, _ in counts.most_common()]
+    counts, forms = Counter(), Counter()
+    for line in lines:
+        words = normalize(line).split()
+        counts.update(words)
+        written = normalize(line, lower=False).split()
+        if len(written) == len(words):
+            forms.update(zip(words[1:], written[1:]))  # a sentence's first word is capitalised whatever it is
+    form = {}
+    for (word, written), _ in forms.most_common():
+        form.setdefault(word, written)
+    return [form.get(w, w) for w, _ in counts.most_common()]
 
 
-def snap_to_lexicon(text: str, lexicon: list[str], max_distance: float) -> str:
+def snap_to_lexicon(text: str, lexicon: list[str], max_distance: float, cased: bool = False) -> str:
     """Each read word outside the lexicon becomes its nearest lexicon word when their normalized edit distance is at
-    most `max_distance` (else it stays as read). Why: the greedy CTC reading misses entities by a letter ("grece",
-    "kyive", "acra"), and a model only knows the words it was trained on; a closed-vocabulary correction is what
-    a lexicon does in any CTC decoder, here on the greedy path so it costs microseconds (rapidfuzz)."""
+    most `max_distance` (else it stays as read); `cased` writes every lexicon word in the lexicon's case. Why: the
+    greedy CTC reading misses entities by a letter ("grece", "kyive", "acra"), and a model only knows the words it
+    was trained on; a closed-vocabulary correction is what a lexicon does in any CTC decoder, here on the greedy path
+    so it costs microseconds (rapidfuzz). Why the case: a lowercase "russia" is other tokens than the "Russia" the
+    answer writes, so copying a named word from the question into the answer is one step harder."""
     from rapidfuzz import process
     from rapidfuzz.distance import Levenshtein
 
-    known = set(lexicon)
+    keys = [w.lower() for w in lexicon]
+    written = dict(zip(keys, lexicon))
     out = []
     for word in text.split():
-        best = None if word in known else process.extractOne(
-            word, lexicon, scorer=Levenshtein.normalized_distance, score_cutoff=max_distance)
-        out.append(best[0] if best else word)
+        best = None if word in written else process.extractOne(
+            word, keys, scorer=Levenshtein.normalized_distance, score_cutoff=max_distance)
+        word = best[0] if best else word
+        out.append(written.get(word, word) if cased else word)
     return " ".join(out)

@@ -41,6 +41,9 @@ class LMConfig:
     # > 0: a read word outside the training texts' words becomes its nearest one within this normalized edit
     # distance (`aqaa.lm.heard.snap_to_lexicon`); the word list is saved beside the weights (heard_lexicon.txt)
     heard_lexicon: float = 0.0
+    # (with the lexicon) the reading writes each known word in the case the training texts write it ("Russia"), so a
+    # named word reaches the LM as the same tokens its answer writes
+    heard_case: bool = False
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -110,6 +113,8 @@ class AudioLM:
             raise ValueError("heard_reading needs the heard-audio encoder with its CTC head (heard_encoder, heard_ctc)")
         if self.cfg.heard_lexicon and not self.cfg.heard_reading:
             raise ValueError("heard_lexicon corrects the reading: it needs heard_reading")
+        if self.cfg.heard_case and not self.cfg.heard_lexicon:
+            raise ValueError("heard_case writes the reading in the lexicon's case: it needs heard_lexicon")
         return self
 
     def reader(self):
@@ -117,18 +122,29 @@ class AudioLM:
         (`heard_reading`), else None: what `aqaa.lm.format.user_turn` puts after the query audio."""
         if not self.cfg.heard_reading:
             return None
-        from aqaa.lm.heard import heard_ctc_transcript, snap_to_lexicon
+        from aqaa.lm.heard import heard_ctc_transcript
 
         if self.cfg.heard_lexicon and not self.lexicon:
             raise ValueError("heard_lexicon is set but the model has no lexicon")
 
         def read(audio_ids: list[int]) -> list[int]:
             with torch.inference_mode():
-                text = heard_ctc_transcript(self.model, audio_ids)
-            if self.cfg.heard_lexicon:
-                text = snap_to_lexicon(text, self.lexicon, self.cfg.heard_lexicon)
-            return self.vocab.encode_text(text)
+                return self.reading_ids(heard_ctc_transcript(self.model, audio_ids))
         return read
+
+    def reading_ids(self, text: str, snap: bool = True) -> list[int]:
+        """Text ids of `text` written as this model's reading writes what it hears (normalized; snapped to the
+        lexicon and cased as configured; `snap=False` only cases): the form of a typed query, and of the reader's
+        output."""
+        from aqaa.lm.heard import reading_text, snap_to_lexicon
+
+        text = reading_text(text)
+        if self.cfg.heard_lexicon:
+            if not self.lexicon:
+                raise ValueError("heard_lexicon is set but the model has no lexicon")
+            text = snap_to_lexicon(text, self.lexicon, self.cfg.heard_lexicon if snap else 0.0,
+                                   cased=self.cfg.heard_case)
+        return self.vocab.encode_text(text)
 
     def save(self, folder: str | Path) -> Path:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""

@@ -104,11 +104,12 @@ def hide_linguistic(vocab: Vocab, share: float, seed: int) -> Callable[[list[int
 
 def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
                assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None,
-               hide: Callable[[list[int]], list[int]] | None = None) -> Iterator[tuple[str, Sequence]]:
+               hide: Callable[[list[int]], list[int]] | None = None, written: Callable[[str], list[int]] | None = None
+               ) -> Iterator[tuple[str, Sequence]]:
     """Every training sequence of one split as (mixture part, sequence), in a fixed order. `tokens` is any mapping
     audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand). `reader`
     (`AudioLM.reader()` of a model with `heard_reading`) gives every user turn its reading; `hide`
-    (`hide_linguistic`) changes the audio its dialogues show."""
+    (`hide_linguistic`) changes the audio its dialogues show; `written` writes typed questions (`typed_dialogues`)."""
     def audio(rel: str) -> list[int]:
         row = tokens[rel]
         return vocab.audio_group_ids(row["linguistic"], row["semantic"])
@@ -145,7 +146,7 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
         if s["split"] == split and s["audio"] in tokens:
             spoken.append((s["audio"], s["text"], s["voice"] == assistant_voice))
     if split == "train":
-        yield from (("typed", seq) for seq in typed_dialogues(vocab, rhythm, spoken, audio))
+        yield from (("typed", seq) for seq in typed_dialogues(vocab, rhythm, spoken, audio, written))
     text_lines = data_dir / "pretrain" / "text.txt"
     if split == "train" and text_lines.exists():
         with text_lines.open() as fh:
@@ -162,13 +163,15 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
 
 
 def typed_dialogues(vocab: Vocab, rhythm: AnswerRhythm, spoken: list[tuple[str, str, bool]],
-                    audio: Callable[[str], list[int]]) -> Iterator[Sequence]:
+                    audio: Callable[[str], list[int]], written: Callable[[str], list[int]] | None = None
+                    ) -> Iterator[Sequence]:
     """Knowledge and reasoning questions typed (`typed_turn`, the words as a reading writes them), each answered
     with a neutral assistant-voice rendering of its answer that the split already has. Why: a spoken training
     question reaches the LM through audio it also hears, so it never learns to answer from the words alone
     (session 19: the model answered 1 in 5 knowledge questions right even when given the exact question as its
     reading); text costs no synthesis, and the train phrasings over every entity give ~2,000 such pairs where
-    the spoken split has ~300."""
+    the spoken split has ~300. `written` (`AudioLM.reading_ids`) writes a question as the model's reading would
+    write it (default: normalized, `reading_text`)."""
     from aqaa.data.spokenqa import typed_pairs
     from aqaa.lm.heard import reading_text
 
@@ -180,17 +183,20 @@ def typed_dialogues(vocab: Vocab, rhythm: AnswerRhythm, spoken: list[tuple[str, 
     for question, answer in typed_pairs():
         if answer in said:
             seq = Sequence().add([vocab.ctrl["bos"]], False)
-            seq.add(typed_turn(vocab, text(reading_text(question))) + [vocab.ctrl["assistant"]], False)
+            asked = written(question) if written else text(reading_text(question))
+            seq.add(typed_turn(vocab, asked) + [vocab.ctrl["assistant"]], False)
             yield seq.add(answer_ids(vocab, text(answer), audio(said[answer]), rhythm, text(question)), True)
 
 
 def build_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
                 assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None,
-                hide: Callable[[list[int]], list[int]] | None = None) -> dict[str, list[Sequence]]:
+                hide: Callable[[list[int]], list[int]] | None = None, written: Callable[[str], list[int]] | None = None
+                ) -> dict[str, list[Sequence]]:
     """All training sequences of one split in memory, by mixture part."""
     parts: dict[str, list[Sequence]] = {k: [] for k in PARTS}
-    for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice, plain_requests,
-                                reader and read_once(reader), hide):  # single-turn and dialogue sequences share queries
+    reader = reader and read_once(reader)  # single-turn and dialogue sequences share queries
+    for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice, plain_requests, reader, hide,
+                                written):
         parts[name].append(seq)
     return parts
 
@@ -286,7 +292,9 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
         # where its output goes; a stage that names the encoder sets these from its own settings
         lm.cfg.heard_ctc, lm.cfg.heard_residual = cfg.lm.heard_ctc, cfg.lm.heard_residual
         lm.cfg.heard_reading, lm.cfg.heard_lexicon = cfg.lm.heard_reading, cfg.lm.heard_lexicon
-        if cfg.lm.heard_lexicon and not lm.lexicon:  # the words of the text the model's vocabulary was built on
+        lm.cfg.heard_case = cfg.lm.heard_case
+        uncased = lm.lexicon and cfg.lm.heard_case and all(w.islower() for w in lm.lexicon)  # saved before cased forms
+        if cfg.lm.heard_lexicon and (not lm.lexicon or uncased):  # the words of the text the vocabulary was built on
             from aqaa.lm.heard import lexicon_words
 
             lm.lexicon = lexicon_words(vocab_lines(data_dir))
@@ -391,7 +399,7 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
     hide = hide_linguistic(lm.vocab, cfg.heard_hide, cfg.seed) if cfg.heard_hide else None
     parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm,
                                                           plain_requests=cfg.plain_requests, reader=lm.reader(),
-                                                          hide=hide)
+                                                          hide=hide, written=lm.reading_ids)
     sizes = {k: len(v) for k, v in parts.items()}
     if not any(sizes.get(k) for k in cfg.mix):
         raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
