@@ -170,8 +170,8 @@ def typed_dialogues(vocab: Vocab, rhythm: AnswerRhythm, spoken: list[tuple[str, 
     question reaches the LM through audio it also hears, so it never learns to answer from the words alone
     (session 19: the model answered 1 in 5 knowledge questions right even when given the exact question as its
     reading); text costs no synthesis, and the train phrasings over every entity give ~4,000 such pairs where
-    the spoken split has ~1,700 questions. `written` (`AudioLM.reading_ids`) writes a question as the model's reading would
-    write it (default: normalized, `reading_text`)."""
+    the spoken split has ~1,700 questions. `written` (`AudioLM.reading_ids`) writes a question as the model's
+    reading would write it (default: normalized, `reading_text`)."""
     from aqaa.data.spokenqa import typed_pairs
     from aqaa.lm.heard import reading_text
 
