@@ -192,7 +192,8 @@ def test_typed_questions_are_answered_by_the_spoken_answers_the_split_has(tiny_l
 
     v = tiny_lm.vocab
     said = [v.l_id(1), v.l_id(2), v.s_id(3), v.s_id(4), v.s_id(5)] * 3
-    spoken = [("a/peru.wav", "The capital of Peru is Lima.", True), ("q/kenya.wav", "The capital of Kenya is Nairobi.", False)]
+    spoken = [("a/peru.wav", "The capital of Peru is Lima.", True),
+              ("q/kenya.wav", "The capital of Kenya is Nairobi.", False)]
     seqs = list(typed_dialogues(v, tiny_lm.cfg.rhythm, spoken, lambda rel: said))
     assert seqs and len(seqs) <= 5  # the train phrasings of "capital" asked about Peru
     for seq in seqs:
