@@ -6,21 +6,17 @@
 A model with `lm.heard_reading` answers from its audio and from what its CTC head reads. If it answers badly even
 when the reading is the exact question (normalized as the CTC head writes it, cased as the model's reading is),
 better hearing cannot help and the LM's reading-to-answer mapping is the gap; if it answers well, the reading's
-errors are. The audio is the real one;
-everything else (engine, judge, report) is `aqaa eval`'s. Turns the manifest does not script (the judge's neutral
-"Say <phrase>." rendering of control items) keep the model's own reading.
+errors are. The audio is the real one; everything else (engine, judge, report, resuming) is `aqaa eval`'s. Turns
+the manifest does not script (the judge's neutral "Say <phrase>." rendering of control items) keep the model's own
+reading.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 
-from tqdm import tqdm
-
-from aqaa.eval.harness import evaluate_item, read_manifest, with_items
+from aqaa.eval.harness import read_manifest, run_items
 from aqaa.eval.report import write_report
 from aqaa.lm.format import read_once
 from aqaa.serve.chat import open_session
@@ -29,8 +25,8 @@ from aqaa.serve.chat import open_session
 class OracleReading:
     """An `aqaa` session whose next user turns read `texts` (in order) instead of the CTC reading."""
 
-    def __init__(self, session):
-        self.session, self.texts = session, []
+    def __init__(self, session, name: str):
+        self.session, self.texts, self.name = session, [], name
         self.own = session.lm.reader()
         if self.own is None:
             raise SystemExit("the model does not read its queries (lm.heard_reading is off): nothing to replace")
@@ -62,19 +58,13 @@ def main() -> None:
     root, items = read_manifest(args.manifest)
     items = [it for it in items if not args.categories or it["category"] in args.categories]
     items = items[:args.limit] if args.limit else items
-    out = Path(args.out)
-    (out / "items").mkdir(parents=True, exist_ok=True)
-    todo = [it for it in items if not (out / "items" / f"{it['id']}.json").exists()]
-    session = OracleReading(open_session(args.model, "aqaa")) if todo else None
-    for item in tqdm(todo, desc="oracle reading"):
+
+    def script(session: OracleReading, item: dict) -> None:
         session.texts = [t["text"] for t in item.get("context") or []] + [item["text"]]
-        record = {**evaluate_item(item, root, session, out), "engine": args.label}
-        path = out / "items" / f"{item['id']}.json"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-    records = with_items([json.loads((out / "items" / f"{it['id']}.json").read_text()) for it in items], items)
-    summary = write_report(out, {args.label: records}, title=f"oracle reading: {args.model}")
+
+    records = run_items(items, root, args.out, lambda: OracleReading(open_session(args.model, "aqaa"), args.label),
+                        args.label, before_item=script)
+    summary = write_report(args.out, {args.label: records}, title=f"oracle reading: {args.model}")
     print(json.dumps(summary))
 
 

@@ -6,6 +6,7 @@ so a model is scored on wordings it never trained on. Rendering to audio lives i
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -328,10 +329,12 @@ def make_dialogue(rng: random.Random, split: str, category: str | None = None) -
     return Dialogue(category, qtype.name, phrasing, turns)
 
 
+@functools.lru_cache(maxsize=4)
 def typed_pairs(categories: tuple[str, ...] = ("knowledge", "reasoning"), draws: int = 3000, seed: int = 0
-                ) -> list[tuple[str, str]]:
+                ) -> tuple[tuple[str, str], ...]:
     """Distinct (question, answer) texts of the question types of `categories` in their train phrasings, `draws`
-    random draws per type (a fixed order): the typed questions training pairs with spoken answers it already has."""
+    random draws per type (a fixed order): the typed questions training pairs with spoken answers it already has.
+    Cached: every build of the training parts asks for the same ~2 s of draws."""
     rng = random.Random(seed)
     pairs: dict[tuple[str, str], None] = {}
     for qtype in QUESTION_TYPES.values():
@@ -339,4 +342,4 @@ def typed_pairs(categories: tuple[str, ...] = ("knowledge", "reasoning"), draws:
             for _ in range(draws):
                 _, turn = qtype.make(rng, rng.choice(qtype.phrasings[:-HELD_OUT]))
                 pairs[(turn.query, turn.answer)] = None
-    return list(pairs)
+    return tuple(pairs)

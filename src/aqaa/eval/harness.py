@@ -102,7 +102,13 @@ def run_eval(manifest: str | Path, out_dir: str | Path, session_factory: Callabl
              engine: str, limit: int | None = None) -> list[dict]:
     """Evaluate (resumably) and return every item's record."""
     root, items = read_manifest(manifest)
-    items = items[:limit] if limit else items
+    return run_items(items[:limit] if limit else items, root, out_dir, session_factory, engine)
+
+
+def run_items(items: list[dict], root: Path, out_dir: str | Path, session_factory: Callable[[], object], engine: str,
+              before_item: Callable[[object, dict], None] | None = None) -> list[dict]:
+    """`run_eval` on given manifest items; `before_item(session, item)` runs before each is evaluated (a probe
+    that changes what the session is given, e.g. scripts/probe_oracle_reading.py)."""
     out = Path(out_dir)
     (out / "items").mkdir(parents=True, exist_ok=True)
     todo = [it for it in items if not (out / "items" / f"{it['id']}.json").exists()]
@@ -110,6 +116,8 @@ def run_eval(manifest: str | Path, out_dir: str | Path, session_factory: Callabl
     engine = getattr(session, "name", engine)
     for item in tqdm(todo, desc=f"eval {engine}"):
         try:
+            if before_item:
+                before_item(session, item)
             record = evaluate_item(item, root, session, out)
         except Exception as err:  # one bad item must not end the run: record it and go on
             record = {"id": item["id"], "category": item["category"], "error": f"{type(err).__name__}: {err}",

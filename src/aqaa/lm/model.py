@@ -124,8 +124,7 @@ class AudioLM:
             return None
         from aqaa.lm.heard import heard_ctc_transcript
 
-        if self.cfg.heard_lexicon and not self.lexicon:
-            raise ValueError("heard_lexicon is set but the model has no lexicon")
+        self._check_lexicon()  # at once, not at the first query
 
         def read(audio_ids: list[int]) -> list[int]:
             with torch.inference_mode():
@@ -140,11 +139,14 @@ class AudioLM:
 
         text = reading_text(text)
         if self.cfg.heard_lexicon:
-            if not self.lexicon:
-                raise ValueError("heard_lexicon is set but the model has no lexicon")
+            self._check_lexicon()
             text = snap_to_lexicon(text, self.lexicon, self.cfg.heard_lexicon if snap else 0.0,
                                    cased=self.cfg.heard_case)
         return self.vocab.encode_text(text)
+
+    def _check_lexicon(self) -> None:
+        if self.cfg.heard_lexicon and not self.lexicon:
+            raise ValueError("heard_lexicon is set but the model has no lexicon")
 
     def save(self, folder: str | Path) -> Path:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""
