@@ -50,6 +50,8 @@ def test_every_named_recipe_has_valid_stage_settings():
     heard = stage_config("stage1", "default", RECIPES["heard"].stage1)
     assert (heard.lm.heard_encoder, heard.lm.heard_residual, heard.heard_ctc_warmup) == (128, "linguistic", 1000)
     assert stage_config("stage1", "default", RECIPES["default"].stage1).lm.heard_encoder == 0
+    sft = stage_config("sft", "default", RECIPES["heard-read"].sft)
+    assert (sft.lm.heard_reading, sft.heard_hide, sft.mix["typed"]) == (True, 0.5, 0.25)
 
 
 def test_data_made_by_an_older_synth_is_made_again(tmp_path):
