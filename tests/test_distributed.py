@@ -120,11 +120,17 @@ def test_tokenizer_codec_trains_on_two_processes_like_one(tiny_corpus, tmp_path,
 
     over = ["steps=6", "batch=4", "log_every=1", "ckpt_every=2", "max_files=12",
             f"tokenizer.semantic.quantizer={quantizer}", "tokenizer.semantic.levels=[4, 4, 4]"]
-    train_tokenizer(tiny_corpus["data"], tmp_path / "one", "tiny", over)
+    # both runs with one thread per process: the k-means fit (Whisper features + sklearn) moves with the thread
+    # count on some CPUs, and the rate targets follow its codes
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = ["-m", "aqaa.cli", "train", "tokenizer", "--preset", "tiny", "--data", str(tiny_corpus["data"])]
+    r = subprocess.run([sys.executable, *cli, "--out", str(tmp_path / "one"), *over], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29523", "-m", "aqaa.cli", "train", "tokenizer",
-           "--preset", "tiny", "--data", str(tiny_corpus["data"]), "--out", str(tmp_path / "two"), *over, "stop_after=4"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29523", *cli, "--out", str(tmp_path / "two"), *over,
+           "stop_after=4"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     train_tokenizer(tiny_corpus["data"], tmp_path / "two", "tiny", over)  # 6 steps: resumes the 2-process run at 4
     rows = lambda d: [json.loads(x) for x in (tmp_path / f"{d}.work" / "metrics.jsonl").read_text().splitlines()  # noqa: E731
