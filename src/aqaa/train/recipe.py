@@ -55,7 +55,7 @@ HEARD_STAGE1 = ["steps=2000", "lm.heard_encoder=128", "lm.heard_ctc=1.0", "lm.he
                 "heard_ctc_warmup=1000"]
 
 # session 19's best chain (`runs/heard-typed3`, reports/hearing_data.md: 29.8 % mean of 3 seeds vs the default's
-# 27.3 %, voice understanding 84-86 % vs 95 %): the encoder from the start of a long stage 1 (~3 h on 2 cores, ~3 min
+# 27.3 %, voice understanding 84-86 % vs 95 %): the encoder from the start of a long stage 1 (~2 h on 2 cores, ~3 min
 # on one H100), its output on the linguistic positions from stage 2, and from stage 3 each query's CTC reading
 # (snapped to the lexicon), half the queries' own codes hidden behind it, and typed questions in the mixture
 HEARD = ["lm.heard_encoder=128", "lm.heard_ctc=1.0"]
