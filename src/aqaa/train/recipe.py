@@ -51,14 +51,13 @@ class RecipeConfig:
 # longer stage 1 in reports/hearing_data.md: entities heard 3 -> 9 of 39, voice understanding kept only with the
 # linguistic residual). Measured against the default with its 2,000-step stage 1 (session 11): no entity gain,
 # overall 23.5 vs 26.5 %, so not the default; kept for longer stage-1 schedules (GPUs).
-HEARD_STAGE1 = ["steps=2000", "lm.heard_encoder=128", "lm.heard_ctc=1.0", "lm.heard_residual=linguistic",
-                "heard_ctc_warmup=1000"]
+HEARD = ["lm.heard_encoder=128", "lm.heard_ctc=1.0"]
+HEARD_STAGE1 = ["steps=2000", *HEARD, "lm.heard_residual=linguistic", "heard_ctc_warmup=1000"]
 
 # session 19's best chain (`runs/heard-typed3`, reports/hearing_data.md: 29.8 % mean of 3 seeds vs the default's
 # 27.3 %, voice understanding 84-86 % vs 95 %): the encoder from the start of a long stage 1 (~2 h on 2 cores, ~3 min
 # on one H100), its output on the linguistic positions from stage 2, and from stage 3 each query's CTC reading
 # (snapped to the lexicon), half the queries' own codes hidden behind it, and typed questions in the mixture
-HEARD = ["lm.heard_encoder=128", "lm.heard_ctc=1.0"]
 HEARD_READING = [*HEARD, "lm.heard_residual=linguistic", "lm.heard_reading=true", "lm.heard_lexicon=0.5",
                  "heard_hide=0.5"]
 HEARD_READ = dict(
