@@ -9,6 +9,13 @@ better hearing cannot help and the LM's reading-to-answer mapping is the gap; if
 errors are. The audio is the real one; everything else (engine, judge, report, resuming) is `aqaa eval`'s. Turns
 the manifest does not script (the judge's neutral "Say <phrase>." rendering of control items) keep the model's own
 reading.
+
+`--reader-from LM_DIR` replaces the reading by another LM's (e.g. the chain's stage 1, whose encoder the later stages
+have not yet moved) instead of the true text, snapped and cased by the evaluated model: what a frozen reader would
+give without retraining anything.
+
+    .venv/bin/python scripts/probe_oracle_reading.py --model runs/recipe-heard-read/model \
+        --reader-from runs/recipe-heard-read/lm/stage1/model --out runs/reader-stage1 --label stage1-reading
 """
 
 from __future__ import annotations
@@ -16,10 +23,40 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from aqaa.eval.harness import read_manifest, run_items
 from aqaa.eval.report import write_report
 from aqaa.lm.format import read_once
 from aqaa.serve.chat import open_session
+
+
+class OtherReading:
+    """An `aqaa` session whose user turns are read by another LM's encoder (its greedy CTC text, then the evaluated
+    model's own snapping and casing), every turn, scripted or not."""
+
+    def __init__(self, session, name: str, reader_dir: str):
+        from aqaa.lm.heard import heard_ctc_transcript
+        from aqaa.lm.model import AudioLM
+
+        self.session, self.name, self.texts = session, name, []
+        other, lm = AudioLM.load(reader_dir), session.lm
+        if lm.reader() is None:
+            raise SystemExit("the model does not read its queries (lm.heard_reading is off): nothing to replace")
+        if other.vocab.l_range != lm.vocab.l_range or other.vocab.s_range != lm.vocab.s_range:
+            raise SystemExit(f"{reader_dir} numbers its audio tokens unlike the model: its reading does not apply")
+
+        def read(audio_ids: list[int]) -> list[int]:
+            with torch.inference_mode():
+                return lm.reading_ids(heard_ctc_transcript(other.model, audio_ids))
+        self.read = read
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def reset(self) -> None:
+        self.session.reset()
+        self.session.reader = read_once(self.read)
 
 
 class OracleReading:
@@ -53,6 +90,7 @@ def main() -> None:
     ap.add_argument("--categories", nargs="*", help="only these categories (default: all)")
     ap.add_argument("--limit", type=int, help="only the first N items (after --categories)")
     ap.add_argument("--label", default="oracle-reading")
+    ap.add_argument("--reader-from", help="an LM folder whose encoder reads every turn instead of the true text")
     args = ap.parse_args()
 
     root, items = read_manifest(args.manifest)
@@ -62,9 +100,16 @@ def main() -> None:
     def script(session: OracleReading, item: dict) -> None:
         session.texts = [t["text"] for t in item.get("context") or []] + [item["text"]]
 
-    records = run_items(items, root, args.out, lambda: OracleReading(open_session(args.model, "aqaa"), args.label),
-                        args.label, before_item=script)
-    summary = write_report(args.out, {args.label: records}, title=f"oracle reading: {args.model}")
+    if args.reader_from:
+        records = run_items(items, root, args.out,
+                            lambda: OtherReading(open_session(args.model, "aqaa"), args.label, args.reader_from),
+                            args.label)
+        title = f"{args.model} read by {args.reader_from}"
+    else:
+        records = run_items(items, root, args.out, lambda: OracleReading(open_session(args.model, "aqaa"), args.label),
+                            args.label, before_item=script)
+        title = f"oracle reading: {args.model}"
+    summary = write_report(args.out, {args.label: records}, title=title)
     print(json.dumps(summary))
 
 

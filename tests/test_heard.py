@@ -333,3 +333,43 @@ def test_hidden_audio_keeps_the_reading_of_the_real_audio():
                    reader=lambda ids: seen.append(ids) or v.encode_text("hi"), hide=hide)
     start = seq.ids.index(c["audio_start"])
     assert seen == [q] and seq.ids[start + 1: start + 1 + len(q)] == shown
+
+
+def test_a_frozen_reader_reads_as_the_stage_it_was_copied_from(tiny_corpus, tmp_path):
+    """`heard_reader`: the stage that sets it copies the encoder and audio rows the previous stage trained; it and
+    every later stage read with that copy while the live encoder trains on; the copy is saved and loaded with the
+    model. Stage 1, or a stage whose starting model has no trained encoder, refuses it."""
+    from aqaa.errors import AqaaInputError
+    from aqaa.lm.heard import READER_FILE, HeardReader
+    from aqaa.train.lm import stage_config, train_stage
+
+    args = (tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
+    enc = ["batch=2", "lr=1e-2", "lm.heard_encoder=8", "lm.heard_ctc=0.5", 'mix={"asr": 1.0}']
+    with pytest.raises(AqaaInputError, match="later stage"):
+        train_stage(stage_config("stage1", "tiny", ["steps=2", *enc, "lm.heard_reader=true"]), *args)
+    stage1 = train_stage(stage_config("stage1", "tiny", ["steps=2", *enc]), *args)
+    first = AudioLM.load(stage1)
+    q = audio(first, 4, 7)
+    copy = HeardReader.from_model(first.model, (first.vocab.l_range[0], first.vocab.s_range[1]))
+    heard = heard_embedding(first.model)
+    _, h, _ = heard.encoder.states([heard.weight[torch.tensor(q)]])
+    assert torch.allclose(copy.char_logits(q), heard.encoder.chars(h[0]), atol=1e-5)  # the copy reads as the model
+
+    stage2 = train_stage(stage_config("stage2", "tiny", ["steps=3", *enc, "lm.heard_reader=true"]), *args)
+    stage3 = train_stage(stage_config("stage3", "tiny", ["steps=2", *enc, "lm.heard_reader=true",
+                                                         "lm.heard_reading=true"]), *args)
+    for folder in (stage2, stage3):
+        lm = AudioLM.load(folder)
+        assert lm.cfg.heard_reader and (folder / READER_FILE).is_file()
+        assert torch.allclose(lm.heard_reader.char_logits(q), copy.char_logits(q), atol=1e-5)
+        moved = heard_embedding(lm.model).encoder.gru.weight_hh_l0
+        assert not torch.allclose(moved, heard.encoder.gru.weight_hh_l0)  # the live encoder trained on
+    reading = lm.reader()(q)
+    assert lm.vocab.decode_text(reading) == lm.vocab.decode_text(lm.reading_ids(copy.transcript(q)))
+
+    bare = tmp_path / "bare"
+    train_stage(stage_config("stage1", "tiny", ["steps=1", "batch=2"]), tiny_corpus["data"], tiny_corpus["tokens"],
+                bare)
+    with pytest.raises(AqaaInputError, match="earlier stage trained"):
+        train_stage(stage_config("stage2", "tiny", ["steps=1", *enc, "lm.heard_reader=true"]), tiny_corpus["data"],
+                    tiny_corpus["tokens"], bare)

@@ -52,6 +52,9 @@ def test_every_named_recipe_has_valid_stage_settings():
     assert stage_config("stage1", "default", RECIPES["default"].stage1).lm.heard_encoder == 0
     sft = stage_config("sft", "default", RECIPES["heard-read"].sft)
     assert (sft.lm.heard_reading, sft.heard_hide, sft.mix["typed"]) == (True, 0.5, 0.25)
+    frozen = {stage: stage_config(stage, "default", getattr(RECIPES["heard-frozen"], stage)) for stage in STAGES}
+    assert [frozen[s].lm.heard_reader for s in STAGES] == [False, True, True, True]  # copied when stage 2 starts
+    assert frozen["sft"].lm.heard_reading and frozen["stage1"].steps == 5100
 
 
 def test_data_made_by_an_older_synth_is_made_again(tmp_path):

@@ -205,6 +205,57 @@ def heard_ctc_transcript(model: nn.Module, audio_ids: list[int]) -> str:
     return " ".join(ctc_greedy(heard.encoder.chars(h[0]).argmax(-1).tolist()).split())
 
 
+READER_FILE = "heard_reader.safetensors"
+
+
+class HeardReader(nn.Module):
+    """A frozen copy of what reads a query: the audio rows of the token embedding and the encoder's GRU and
+    character head, as they were when the copy was taken.
+
+    Why: the reading (`heard_reading`) is made by the encoder, and the encoder reads the LM's own audio embeddings;
+    every later stage moves both, and the reading gets worse (session 22, `scripts/probe_asr.py` on the 200 test
+    questions: CTC entity recall 6 / 34 after the encoder stage, 3 / 34 one stage later). A copy keeps the best
+    reading, and training and answering read alike."""
+
+    def __init__(self, rows: torch.Tensor, offset: int, hidden: int, layers: int = 2):
+        super().__init__()
+        self.register_buffer("rows", rows.detach().float().clone())
+        self.offset = offset
+        self.gru = nn.GRU(rows.shape[1], hidden, num_layers=layers, batch_first=True, bidirectional=True)
+        self.chars = nn.Linear(2 * hidden, len(CHARS) + 1)
+        self.to(rows.device).requires_grad_(False)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, audio_range: tuple[int, int]) -> "HeardReader":
+        """A copy of `model`'s encoder and audio embedding rows `audio_range` as they are now."""
+        heard = heard_embedding(model)
+        if heard is None or heard.encoder.chars is None:
+            raise ValueError("the model has no heard-audio encoder with a CTC head to copy")
+        gru = heard.encoder.gru
+        reader = cls(heard.weight[audio_range[0]:audio_range[1]], audio_range[0], gru.hidden_size, gru.num_layers)
+        reader.gru.load_state_dict(gru.state_dict())
+        reader.chars.load_state_dict(heard.encoder.chars.state_dict())
+        return reader.float()
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], offset: int) -> "HeardReader":
+        """The reader `state_dict()` saved (sizes read off the tensors)."""
+        layers = sum(k.startswith("gru.weight_ih_l") and not k.endswith("_reverse") for k in tensors)
+        reader = cls(tensors["rows"], offset, tensors["gru.weight_hh_l0"].shape[1], layers)
+        reader.load_state_dict(tensors)
+        return reader
+
+    @torch.no_grad()
+    def char_logits(self, audio_ids: list[int]) -> torch.Tensor:
+        """[len, chars + blank] of one heard block."""
+        x = self.rows[torch.tensor(audio_ids, device=self.rows.device) - self.offset]
+        return self.chars(self.gru(x[None])[0][0])
+
+    def transcript(self, audio_ids: list[int]) -> str:
+        """Greedy CTC reading of one heard block, as `heard_ctc_transcript` reads it with the live encoder."""
+        return " ".join(ctc_greedy(self.char_logits(audio_ids).argmax(-1).tolist()).split())
+
+
 LEXICON_FILE = "heard_lexicon.txt"
 
 

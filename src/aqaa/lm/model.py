@@ -44,6 +44,10 @@ class LMConfig:
     # (with the lexicon) the reading writes each known word in the case the training texts write it ("Russia"), so a
     # named word reaches the LM as the same tokens its answer writes
     heard_case: bool = False
+    # the reading comes from a frozen copy of the encoder and of the audio rows it reads (`HeardReader`, saved as
+    # heard_reader.safetensors), taken by the first stage that sets this: later stages train the live encoder
+    # without moving what the model reads
+    heard_reader: bool = False
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -70,6 +74,18 @@ class AudioLM:
     def __init__(self, model, vocab: Vocab, cfg: LMConfig, lexicon: list[str] | None = None):
         self.model, self.vocab, self.cfg = model, vocab, cfg
         self.lexicon = lexicon  # the words `reader` snaps its reading to (heard_lexicon)
+        self.heard_reader = None  # a frozen `aqaa.lm.heard.HeardReader` (heard_reader), else the live encoder reads
+
+    def freeze_reader(self) -> "AudioLM":
+        """Take the frozen reader from the encoder as it is now (`heard_reader`); a model that has one keeps it."""
+        if self.heard_reader is None:
+            from aqaa.lm.heard import HeardReader
+
+            lo, _ = self.vocab.l_range
+            _, hi = self.vocab.s_range
+            self.heard_reader = HeardReader.from_model(self.model, (lo, hi))
+        self.cfg.heard_reader = True
+        return self
 
     @classmethod
     def create(cls, cfg: LMConfig, text_lines: list[str] | None = None, seed: int = 0, vocab: Vocab | None = None
@@ -128,7 +144,9 @@ class AudioLM:
 
         def read(audio_ids: list[int]) -> list[int]:
             with torch.inference_mode():
-                return self.reading_ids(heard_ctc_transcript(self.model, audio_ids))
+                text = (self.heard_reader.transcript(audio_ids) if self.heard_reader is not None
+                        else heard_ctc_transcript(self.model, audio_ids))
+                return self.reading_ids(text)
         return read
 
     def reading_ids(self, text: str, snap: bool = True) -> list[int]:
@@ -152,7 +170,7 @@ class AudioLM:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""
         from aqaa.paths import atomic_dir
 
-        from aqaa.lm.heard import ENCODER_FILE, LEXICON_FILE
+        from aqaa.lm.heard import ENCODER_FILE, LEXICON_FILE, READER_FILE
 
         state = self.model.state_dict()
         encoder = {k: v for k, v in state.items() if ".encoder." in k}
@@ -165,6 +183,10 @@ class AudioLM:
             else:
                 self.model.save_pretrained(tmp)
             self.vocab.hf.save_pretrained(tmp)
+            if self.heard_reader is not None:
+                from aqaa.train.common import save_tensors
+
+                save_tensors(self.heard_reader.state_dict(), tmp / READER_FILE)
             if self.lexicon:
                 (tmp / LEXICON_FILE).write_text("\n".join(self.lexicon) + "\n")
             (tmp / "aqaa_lm.json").write_text(json.dumps(asdict(self.cfg), indent=1))
@@ -195,6 +217,12 @@ class AudioLM:
             if unexpected or any(".encoder." in k for k in missing):
                 raise ValueError(f"{folder / ENCODER_FILE}: does not fit the model ({unexpected or missing})")
             model.to(dtype)
+        if cfg.heard_reader:
+            from safetensors.torch import load_file
+
+            from aqaa.lm.heard import READER_FILE, HeardReader
+
+            lm.heard_reader = HeardReader.from_tensors(load_file(folder / READER_FILE), lm.vocab.l_range[0])
         model.eval()
         return lm
 

@@ -270,10 +270,11 @@ def fresh_model(lm_cfg: LMConfig, data_dir: Path, seed: int, vocab: Vocab | None
 
 def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None = None) -> AudioLM:
     if cfg.stage == "stage1":
-        if cfg.lm.heard_reading:
+        if cfg.lm.heard_reading or cfg.lm.heard_reader:
             from aqaa.errors import AqaaInputError
 
-            raise AqaaInputError("heard_reading starts at a later stage: stage 1's encoder cannot read yet")
+            raise AqaaInputError("heard_reading and heard_reader start at a later stage: stage 1's encoder cannot "
+                                 "read yet")
         lm = fresh_model(cfg.lm, data_dir, cfg.seed, vocab)
         if cfg.linguistic_init:
             from aqaa.tokenizer.model import DualTokenizer
@@ -298,7 +299,14 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
             from aqaa.lm.heard import lexicon_words
 
             lm.lexicon = lexicon_words(vocab_lines(data_dir))
+        trained = bool(lm.cfg.heard_encoder)
         lm.with_heard_encoder(lm.cfg.heard_encoder or cfg.lm.heard_encoder)
+        if cfg.lm.heard_reader and not trained:
+            from aqaa.errors import AqaaInputError
+
+            raise AqaaInputError(f"heard_reader copies the encoder an earlier stage trained; {prev} has none")
+        if cfg.lm.heard_reader:  # frozen now, from the encoder the previous stage trained (kept if it has one)
+            lm.freeze_reader()
     return lm
 
 
