@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("recipe", help="the whole pipeline: data -> tokenizer -> vocoder -> LM stages -> DPO -> merge "
                                       "-> eval (each stage skipped when done, resumed when killed)")
-    t.add_argument("--preset", default="default", help="default | heard | tiny")
+    from aqaa.train.recipe import RECIPES  # plain dataclasses: no torch at parse time
+
+    t.add_argument("--preset", default="default", help=" | ".join(RECIPES))
     t.add_argument("--out", help="run folder (default: runs/recipe-PRESET)")
     t.add_argument("--data", help="use this SpokenQA folder (default: OUT/data, synthesized)")
     t.add_argument("--codec", help="copy the tokenizer and vocoder from this folder (\"shipped\": the package's "
