@@ -45,6 +45,11 @@ def ctc_greedy(best: list[int]) -> str:
     return "".join(chars)
 
 
+def greedy_text(char_logits: torch.Tensor) -> str:
+    """[len, chars + blank] logits -> the greedy CTC text, words single-spaced."""
+    return " ".join(ctc_greedy(char_logits.argmax(-1).tolist()).split())
+
+
 def heard_spans(row: list[int], user: int, audio_start: int, audio_end: int, asr: int) -> list[tuple[int, int]]:
     """[start, stop) of the audio tokens of each heard block in one id row (a block cut off by the row's end, as in
     a streamed prefix, counts only once it is closed)."""
@@ -202,7 +207,7 @@ def heard_ctc_transcript(model: nn.Module, audio_ids: list[int]) -> str:
     if heard is None or heard.encoder.chars is None:
         raise ValueError("the model has no heard-audio encoder with a CTC head")
     _, h, _ = heard.encoder.states([heard.weight[torch.tensor(audio_ids, device=heard.weight.device)]])
-    return " ".join(ctc_greedy(heard.encoder.chars(h[0]).argmax(-1).tolist()).split())
+    return greedy_text(heard.encoder.chars(h[0]))
 
 
 READER_FILE = "heard_reader.safetensors"
@@ -254,7 +259,7 @@ class HeardReader(nn.Module):
 
     def transcript(self, audio_ids: list[int]) -> str:
         """Greedy CTC reading of one heard block, as `heard_ctc_transcript` reads it with the live encoder."""
-        return " ".join(ctc_greedy(self.char_logits(audio_ids).argmax(-1).tolist()).split())
+        return greedy_text(self.char_logits(audio_ids))
 
 
 LEXICON_FILE = "heard_lexicon.txt"
