@@ -276,3 +276,57 @@ def test_training_commands_refuse_bad_arguments_clearly(args, tmp_path):
     r = subprocess.run([sys.executable, "-m", "aqaa.cli", *args], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("aqaa: error:") and "Traceback" not in r.stderr
 
+
+
+def test_recall_dialogues_make_the_earlier_turn_decide_the_answer(tiny_lm, tmp_path):
+    """The `recall` part recombines the split's multi-turn items: a question meets answers of several values, and
+    each answer states the value its dialogue's first turn stated."""
+    from aqaa.train.lm import iter_parts
+
+    items, tokens = [], {}
+    for k, pet in enumerate(["horse", "cat", "dog"]):
+        turns = []
+        for t, (q, a) in enumerate([(f"I own a {pet}.", f"A {pet} is a great pet."), ("What pet do I have?",
+                                                                                     f"You have a {pet}.")]):
+            code = 10 * k + 2 * t + 1  # one code per clip: the ids say which clip a turn shows
+            part = {"query": {"audio": f"q{k}{t}.wav", "text": q, "voice": "x"},
+                    "answer": {"audio": f"a{k}{t}.wav", "text": a, "voice": "joe"}}
+            tokens[f"q{k}{t}.wav"] = {"linguistic": [code] * 2, "semantic": [code] * 3}
+            tokens[f"a{k}{t}.wav"] = {"linguistic": [code + 1] * 2, "semantic": [code + 1] * 3}
+            turns.append(part)
+        items.append({"id": f"m{k}", "category": "multi_turn", "qtype": "remember_pet", "answer": [pet],
+                      "turns": turns})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    v = tiny_lm.vocab
+    recalls = [seq for name, seq in iter_parts(tmp_path, tokens, v, AnswerRhythm()) if name == "recall"]
+    assert len(recalls) == 6 * len(items)
+    answers_of_question = {}
+    for seq in recalls:
+        stated = next(k for k in range(3) if v.l_id(10 * k + 1) in seq.ids)  # the statement's clip
+        asked = next(k for k in range(3) if v.l_id(10 * k + 3) in seq.ids)  # the question's clip
+        answered = [k for k in range(3) if v.l_id(10 * k + 4) in seq.ids]  # the recall answer's clip
+        assert answered == [stated]
+        assert ["horse", "cat", "dog"][stated] in v.decode_text([i for i in seq.ids if v.is_text(i)])
+        answers_of_question.setdefault(asked, set()).add(stated)
+    assert max(len(s) for s in answers_of_question.values()) > 1
+
+
+def test_typed_control_requests_are_answered_in_their_style(tiny_lm):
+    """A typed speech-control request is answered by a rendering in the style its words ask for, and only by one."""
+    from aqaa.data.spokenqa import CONTROL_WORDS
+    from aqaa.train.lm import answer_direction, typed_dialogues
+
+    v = tiny_lm.vocab
+    fast = [v.l_id(1), v.l_id(2), v.s_id(3), v.s_id(4), v.s_id(5)]
+    styled = {("Take care.", "fast"): "a/fast.wav"}
+    seqs = list(typed_dialogues(v, tiny_lm.cfg.rhythm, [], lambda rel: fast, styled=styled,
+                                categories=("speech_control",)))
+    assert seqs
+    fast_words = [w.replace(",", "") for w in CONTROL_WORDS[("rate", "fast")]]
+    for seq in seqs:
+        question = v.decode_text(seq.ids[3:seq.ids.index(v.ctrl["end_turn"])])
+        assert "take care" in question and any(w in question for w in fast_words)
+        assert fast[0] in seq.ids
+    assert answer_direction({"rate": 1.4, "pitch": 0.0, "level_db": -26.0}) == "fast"
+    assert answer_direction({"rate": 1.0, "pitch": 0.0, "level_db": -16.0}) == "loud"
+    assert answer_direction({"rate": 1.0, "pitch": 0.0, "level_db": -26.0}) is None

@@ -331,15 +331,15 @@ def make_dialogue(rng: random.Random, split: str, category: str | None = None) -
 
 @functools.lru_cache(maxsize=4)
 def typed_pairs(categories: tuple[str, ...] = ("knowledge", "reasoning"), draws: int = 3000, seed: int = 0
-                ) -> tuple[tuple[str, str], ...]:
-    """Distinct (question, answer) texts of the question types of `categories` in their train phrasings, `draws`
-    random draws per type (a fixed order): the typed questions training pairs with spoken answers it already has.
-    Cached: every build of the training parts asks for the same ~2 s of draws."""
+                ) -> tuple[tuple[str, str, str | None], ...]:
+    """Distinct (question, answer, control direction or None) of the question types of `categories` in their train
+    phrasings, `draws` random draws per type (a fixed order): the typed questions training pairs with spoken answers
+    it already has. Cached: every build of the training parts asks for the same ~2 s of draws."""
     rng = random.Random(seed)
-    pairs: dict[tuple[str, str], None] = {}
+    pairs: dict[tuple[str, str, str | None], None] = {}
     for qtype in QUESTION_TYPES.values():
         if qtype.category in categories:
             for _ in range(draws):
                 _, turn = qtype.make(rng, rng.choice(qtype.phrasings[:-HELD_OUT]))
-                pairs[(turn.query, turn.answer)] = None
+                pairs[(turn.query, turn.answer, turn.control["direction"] if turn.control else None)] = None
     return tuple(pairs)

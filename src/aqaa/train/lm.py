@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from aqaa.data.tokens import load_tokens
+from aqaa.data.voices import Style
 from aqaa.lm.format import AnswerRhythm, Reader, Sequence, answer_ids, dialogue, document, read_once, typed_turn
 from aqaa.lm.heard import heard_ctc_loss, mask_heard_labels
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
@@ -86,7 +87,18 @@ def _neutral(turn_part: dict) -> bool:
     return abs(st.get("rate", 1) - 1) < 0.15 and abs(st.get("pitch", 0)) < 1 and abs(st.get("level_db", -26) + 26) < 3
 
 
-PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue", "typed")
+PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue", "typed", "typed_control", "recall")
+RECALL_PER_ITEM = 6  # recombined `recall` dialogues per multi-turn train item
+
+
+def answer_direction(style: dict) -> str | None:
+    """The control direction whose assistant style (`ANSWER_STYLES`) an answer rendering has, else None."""
+    from aqaa.data.synth import ANSWER_STYLES
+
+    for (_, direction), st in ANSWER_STYLES.items():
+        if all(abs(style.get(k, getattr(Style(), k)) - getattr(st, k)) < 1e-6 for k in ("rate", "pitch", "level_db")):
+            return direction
+    return None
 
 
 def hide_linguistic(vocab: Vocab, share: float, seed: int) -> Callable[[list[int]], list[int]]:
@@ -116,6 +128,9 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
 
     text = vocab.encode_text
     spoken: list[tuple[str, str, bool]] = []  # (audio, text, is a neutral assistant-voice rendering)
+    styled: dict[tuple[str, str], str] = {}  # (answer text, control direction) -> a rendering in that style
+    told: list[tuple[dict, list[tuple]]] = []  # complete multi-turn items and their turns (the `recall` part)
+    asides: list[tuple] = []  # knowledge / reasoning turns (a recall dialogue's turn in between)
     for item in _items(data_dir, split):
         turns = []
         for i, turn in enumerate(item["turns"]):
@@ -127,6 +142,12 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             for k in ("neutral", "opposite"):
                 if k in turn and turn[k]["audio"] in tokens:
                     spoken.append((turn[k]["audio"], turn[k]["text"], _neutral(turn[k])))
+            if "neutral" in turn:  # a control turn: its answer and opposite renderings are styled
+                for k in ("answer", "opposite"):
+                    rendered = turn.get(k)
+                    way = rendered and rendered["voice"] == assistant_voice and answer_direction(rendered["style"])
+                    if way and rendered["audio"] in tokens:
+                        styled.setdefault((rendered["text"], way), rendered["audio"])
             turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"]), text(q["text"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             if not needs_context:
@@ -140,6 +161,13 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
                 yield "dialogue", dialogue(vocab, asked, rhythm, reader=reader, hide=hide)
         if len(turns) == len(item["turns"]):
             yield "dialogue", dialogue(vocab, turns, rhythm, reader=reader, hide=hide)
+            if item["category"] == "multi_turn":
+                told.append((item, turns))
+            elif item["category"] in ("knowledge", "reasoning"):
+                asides += turns
+    if split == "train":
+        for turns in recall_turns(told, asides, RECALL_PER_ITEM * len(told), seed=0):
+            yield "recall", dialogue(vocab, turns, rhythm, reader=reader, hide=hide)
     sentences = data_dir / "pretrain" / "sentences.jsonl"
     for line in sentences.read_text().splitlines() if sentences.exists() else []:
         s = json.loads(line)
@@ -147,6 +175,8 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             spoken.append((s["audio"], s["text"], s["voice"] == assistant_voice))
     if split == "train":
         yield from (("typed", seq) for seq in typed_dialogues(vocab, rhythm, spoken, audio, written))
+        yield from (("typed_control", seq) for seq in typed_dialogues(vocab, rhythm, spoken, audio, written,
+                                                                        styled, ("speech_control",)))
     text_lines = data_dir / "pretrain" / "text.txt"
     if split == "train" and text_lines.exists():
         with text_lines.open() as fh:
@@ -162,30 +192,65 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             yield "interleaved", document(vocab, "interleaved", t_ids, a_ids, rhythm)
 
 
+def recall_turns(told: list[tuple[dict, list[tuple]]], asides: list[tuple], count: int, seed: int
+                 ) -> list[list[tuple]]:
+    """`count` multi-turn dialogues recombined from the split's own: a statement turn ("I own a horse." / "A horse
+    is a great pet."), a knowledge or reasoning turn in between for a third of them, then a question of the same kind
+    from another item, answered by a recall turn of an item that stated the same value ("You have a horse.").
+
+    Why: each spoken multi-turn question of the split is answered once, so a model can learn its answer from the
+    question's own audio and never look back (session 23: the SFT models answered 1-2 of 39 test recalls, after
+    stating the right value in the first turn more often than not); here one question meets many answers, and
+    only the earlier turn says which. Turns are (query audio, answer text, answer audio, query text) ids."""
+    from collections import defaultdict
+
+    by_kind: dict[str, list[tuple[str, tuple, tuple]]] = defaultdict(list)  # qtype -> (value, statement, question)
+    answers: dict[tuple[str, str], list[tuple]] = defaultdict(list)  # (qtype, value) -> recall turns
+    for item, turns in told:
+        value = item["answer"][0]
+        by_kind[item["qtype"]].append((value, turns[0], turns[-1]))
+        answers[(item["qtype"], value)].append(turns[-1])
+    rng, kinds, out = random.Random(seed), sorted(by_kind), []
+    for _ in range(count if kinds else 0):
+        kind = rng.choice(kinds)
+        value, statement, _ = rng.choice(by_kind[kind])
+        asked = rng.choice(by_kind[kind])[2]
+        said = rng.choice(answers[(kind, value)])
+        aside = [rng.choice(asides)] if asides and rng.random() < 0.35 else []
+        out.append([statement, *aside, (asked[0], said[1], said[2], asked[3])])
+    return out
+
+
 def typed_dialogues(vocab: Vocab, rhythm: AnswerRhythm, spoken: list[tuple[str, str, bool]],
-                    audio: Callable[[str], list[int]], written: Callable[[str], list[int]] | None = None
-                    ) -> Iterator[Sequence]:
+                    audio: Callable[[str], list[int]], written: Callable[[str], list[int]] | None = None,
+                    styled: dict[tuple[str, str], str] | None = None,
+                    categories: tuple[str, ...] = ("knowledge", "reasoning")) -> Iterator[Sequence]:
     """Knowledge and reasoning questions typed (`typed_turn`, the words as a reading writes them), each answered
     with a neutral assistant-voice rendering of its answer that the split already has. Why: a spoken training
     question reaches the LM through audio it also hears, so it never learns to answer from the words alone
     (session 19: the model answered 1 in 5 knowledge questions right even when given the exact question as its
     reading); text costs no synthesis, and the train phrasings over every entity give ~4,000 such pairs where
     the spoken split has ~1,700 questions. `written` (`AudioLM.reading_ids`) writes a question as the model's
-    reading would write it (default: normalized, `reading_text`)."""
+    reading would write it (default: normalized, `reading_text`). Speech-control requests (`categories`) are
+    answered by a rendering in their style (`styled`: (answer text, direction) -> audio): ~1,200 typed requests
+    where the spoken split has ~300, teaching the phrase to be copied from the words read and the style taken
+    from them."""
     from aqaa.data.spokenqa import typed_pairs
     from aqaa.lm.heard import reading_text
 
-    said = {}
+    said: dict[tuple[str, str | None], str] = {}
     for rel, words, assistant in spoken:
         if assistant:
-            said.setdefault(words, rel)
+            said.setdefault((words, None), rel)
+    said.update(styled or {})
     text = vocab.encode_text
-    for question, answer in typed_pairs():
-        if answer in said:
+    for question, answer, direction in typed_pairs(categories):
+        rel = said.get((answer, direction))
+        if rel:
             seq = Sequence().add([vocab.ctrl["bos"]], False)
             asked = written(question) if written else text(reading_text(question))
             seq.add(typed_turn(vocab, asked) + [vocab.ctrl["assistant"]], False)
-            yield seq.add(answer_ids(vocab, text(answer), audio(said[answer]), rhythm, text(question)), True)
+            yield seq.add(answer_ids(vocab, text(answer), audio(rel), rhythm, text(question)), True)
 
 
 def build_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
