@@ -330,3 +330,22 @@ def test_typed_control_requests_are_answered_in_their_style(tiny_lm):
     assert answer_direction({"rate": 1.4, "pitch": 0.0, "level_db": -26.0}) == "fast"
     assert answer_direction({"rate": 1.0, "pitch": 0.0, "level_db": -16.0}) == "loud"
     assert answer_direction({"rate": 1.0, "pitch": 0.0, "level_db": -26.0}) is None
+
+
+def test_voice_questions_have_a_part_of_their_own(tiny_lm, tmp_path):
+    """`voice` holds the single-turn voice-understanding sequences (so a mixture can weigh them), nothing else."""
+    from aqaa.train.lm import iter_parts
+
+    def turn(k, q, a):
+        return {"query": {"audio": f"q{k}.wav", "text": q, "voice": "x"},
+                "answer": {"audio": f"a{k}.wav", "text": a, "voice": "joe"}}
+
+    items = [{"id": "v", "category": "voice_understanding", "turns": [turn(0, "Am I loud or quiet?",
+                                                                           "You are speaking loudly.")]},
+             {"id": "k", "category": "knowledge", "turns": [turn(1, "What color is snow?", "Snow is white.")]}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    tokens = {f"{x}{k}.wav": {"linguistic": [k + 1] * 2, "semantic": [k + 1] * 3} for x in "qa" for k in range(2)}
+    parts = list(iter_parts(tmp_path, tokens, tiny_lm.vocab, AnswerRhythm()))
+    voice = [seq for name, seq in parts if name == "voice"]
+    singles = [seq for name, seq in parts if name == "single_turn"]
+    assert len(voice) == 1 and len(singles) == 2 and voice[0].ids == singles[0].ids

@@ -87,7 +87,8 @@ def _neutral(turn_part: dict) -> bool:
     return abs(st.get("rate", 1) - 1) < 0.15 and abs(st.get("pitch", 0)) < 1 and abs(st.get("level_db", -26) + 26) < 3
 
 
-PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue", "typed", "typed_control", "recall")
+PARTS = ("text", "audio", "asr", "tts", "interleaved", "single_turn", "dialogue", "typed", "typed_control", "recall",
+         "voice")
 RECALL_PER_ITEM = 6  # recombined `recall` dialogues per multi-turn train item
 
 
@@ -151,7 +152,10 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"]), text(q["text"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             if not needs_context:
-                yield "single_turn", dialogue(vocab, turns[-1:], rhythm, reader=reader, hide=hide)
+                single = dialogue(vocab, turns[-1:], rhythm, reader=reader, hide=hide)
+                yield "single_turn", single
+                if item["category"] == "voice_understanding":  # a share of its own in a mixture (`voice`)
+                    yield "voice", single
             plain, neutral = turn.get("plain_query"), turn.get("neutral")
             if plain_requests and plain and neutral and plain["audio"] in tokens and neutral["audio"] in tokens:
                 # the control words left out, the neutral rendering answers (a dialogue of its own, like its item)
