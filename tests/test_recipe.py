@@ -55,6 +55,9 @@ def test_every_named_recipe_has_valid_stage_settings():
     frozen = {stage: stage_config(stage, "default", getattr(RECIPES["heard-frozen"], stage)) for stage in STAGES}
     assert [frozen[s].lm.heard_reader for s in STAGES] == [False, True, True, True]  # copied when stage 2 starts
     assert frozen["sft"].lm.heard_reading and frozen["stage1"].steps == 5100
+    recall = stage_config("sft", "default", RECIPES["heard-recall"].sft)
+    assert recall.steps == 500 and recall.lm.heard_reader and recall.mix["recall"] == 0.25
+    assert abs(sum(recall.mix.values()) - 1.0) < 1e-9 and RECIPES["heard-recall"].stage3 == RECIPES["heard-frozen"].stage3
 
 
 def test_data_made_by_an_older_synth_is_made_again(tmp_path):
