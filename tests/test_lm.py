@@ -349,3 +349,16 @@ def test_voice_questions_have_a_part_of_their_own(tiny_lm, tmp_path):
     voice = [seq for name, seq in parts if name == "voice"]
     singles = [seq for name, seq in parts if name == "single_turn"]
     assert len(voice) == 1 and len(singles) == 2 and voice[0].ids == singles[0].ids
+
+
+def test_a_stage_can_start_from_any_model_folder(tiny_lm, tmp_path):
+    """`init` starts a stage from a given model (a further SFT round) instead of the previous stage's; a folder that
+    holds no model is a clear error."""
+    from aqaa.errors import AqaaInputError
+    from aqaa.train.lm import _init_model
+
+    tiny_lm.save(tmp_path / "given")
+    lm = _init_model(stage_config("sft", "tiny", [f"init={tmp_path / 'given'}"]), tmp_path / "run", tmp_path)
+    assert torch.equal(lm.model.get_input_embeddings().weight, tiny_lm.model.get_input_embeddings().weight)
+    with pytest.raises(AqaaInputError, match="not a model folder"):
+        _init_model(stage_config("sft", "tiny", [f"init={tmp_path}"]), tmp_path / "run", tmp_path)

@@ -15,6 +15,9 @@ def test_tiny_recipe_runs_end_to_end_and_skips_when_done(tmp_path):
     states = json.loads(first.stdout.strip().splitlines()[-1])
     assert set(states.values()) == {"done"}, states
     assert (tmp_path / "r/model/aqaa.json").exists() and (tmp_path / "r/eval/report.md").exists()
+    # the SFT round starts from the first SFT's model
+    assert json.loads((tmp_path / "r/lm/sft_round2/sft/config.json").read_text())["init"].endswith("lm/sft/model")
+    assert (tmp_path / "r/lm/sft_round2/sft/done.json").exists()
     log = json.loads((tmp_path / "r/recipe.json").read_text())
     assert set(log["wall_s"]) == set(states)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -74,6 +74,9 @@ class StageConfig:
     # the reading was taken from the real ones (semantic stream kept): in training the reading and the audio say the
     # same, and the LM learned to ignore the reading (session 18: right reading, wrong answer on test voices)
     heard_hide: float = 0.0
+    # a model folder to start from instead of the previous stage's final model (a further round of a stage, e.g.
+    # the recipe's `sft_rounds`, or more SFT on a shipped model)
+    init: str = ""
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -350,12 +353,12 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
 
             lm.seed_linguistic_embeddings(DualTokenizer.linguistic_centroids(cfg.linguistic_init))
         return lm
-    prev = out / PREVIOUS[cfg.stage] / "model"
+    prev = Path(cfg.init) if cfg.init else out / PREVIOUS[cfg.stage] / "model"
     if not (prev / "aqaa_lm.json").exists():
         from aqaa.errors import AqaaInputError
 
-        raise AqaaInputError(f"{cfg.stage} starts from {prev}: run `aqaa train pretrain` for "
-                                f"{PREVIOUS[cfg.stage]} first")
+        raise AqaaInputError(f"{cfg.stage} starts from {prev}: " + (
+            "not a model folder" if cfg.init else f"run `aqaa train pretrain` for {PREVIOUS[cfg.stage]} first"))
     lm = AudioLM.load(prev)
     lm.cfg.name, lm.cfg.rhythm = cfg.lm.name, cfg.lm.rhythm  # the answer format is the stage's (preset + overrides)
     if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op), its CTC head, or switch

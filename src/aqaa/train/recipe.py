@@ -33,6 +33,9 @@ class RecipeConfig:
     stage2: list = field(default_factory=lambda: ["steps=400"])
     stage3: list = field(default_factory=lambda: ["steps=800"])
     sft: list = field(default_factory=lambda: ["steps=250", "batch=16"])
+    # further SFT rounds, each from the previous round's model with a fresh schedule (DPO and merge start from the
+    # last one)
+    sft_rounds: list = field(default_factory=list)
     dpo: list = field(default_factory=lambda: ["steps=100", "batch=4", "grad_accum=2", "lr=5e-5"])
     vocoder: list = field(default_factory=lambda: ["steps=6000", "energy_weight=1.0"])
     # further vocoder rounds, each from the previous round's model with a fresh schedule (measured: a second 6000
@@ -88,6 +91,7 @@ RECIPES = {
     "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4,
                          hearing=2, seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"],
                          stage2=["steps=2", "batch=2"], stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
+                         sft_rounds=[["steps=2", "batch=2", 'mix={"dialogue":0.6,"single_turn":0.15,"recall":0.25}']],
                          dpo=["steps=2", "batch=2", "grad_accum=1", "save_every=2"],
                          vocoder=["steps=2", "batch=2"], vocoder_rounds=[["steps=1", "batch=2"]], merge_limit=2,
                          eval_limit=2),
@@ -120,10 +124,15 @@ class Recipe:
             "data": self.data / "synth.json", "tokenizer": self.out / "tokenizer" / "tokenizer.json",
             "tokens": self.out / "tokens" / "done.json", "stage1": self.out / "lm" / "stage1" / "done.json",
             "stage2": self.out / "lm" / "stage2" / "done.json", "stage3": self.out / "lm" / "stage3" / "done.json",
-            "sft": self.out / "lm" / "sft" / "done.json", "dpo": self.out / "dpo" / "done.json",
+            "sft": self._sft_dirs()[-1] / "done.json", "dpo": self.out / "dpo" / "done.json",
             "merge": self.out / "merge" / "done.json", "vocoder": self._vocoder_dirs()[-1] / "done.json",
             "model": self.out / "model" / "aqaa.json", "eval": self.out / "eval" / "report.json",
         }
+
+    def _sft_dirs(self) -> list[Path]:
+        """SFT's first round, then one folder per further round."""
+        return [self.out / "lm" / "sft"] + [self.out / "lm" / f"sft_round{k + 2}" / "sft"
+                                            for k in range(len(self.cfg.sft_rounds))]
 
     def _vocoder_dirs(self) -> list[Path]:
         """The vocoder's first round, then one folder per further round."""
@@ -232,17 +241,23 @@ class Recipe:
         self._lm_stage("stage3")
 
     def _run_sft(self) -> None:
+        from aqaa.train.lm import stage_config, train_stage
+
         self._lm_stage("sft")
+        dirs = self._sft_dirs()
+        for before, folder, overrides in zip(dirs, dirs[1:], self.cfg.sft_rounds):
+            cfg = stage_config("sft", self.cfg.lm_preset, [*overrides, f"init={before / 'model'}"])
+            train_stage(cfg, self.data, self._tokens_path(), folder.parent)
 
     def _run_dpo(self) -> None:
         from aqaa.train.dpo import train_dpo
 
-        train_dpo(self.out / "lm" / "sft" / "model", self.data, self._tokens_path(), self.out / "dpo", self.cfg.dpo)
+        train_dpo(self._sft_dirs()[-1] / "model", self.data, self._tokens_path(), self.out / "dpo", self.cfg.dpo)
 
     def _run_merge(self) -> None:
         from aqaa.train.merge import merge_and_select
 
-        merge_and_select(self.out / "lm" / "sft" / "model", self.out / "dpo" / "model",
+        merge_and_select(self._sft_dirs()[-1] / "model", self.out / "dpo" / "model",
                          self.out / "lm" / "stage3" / "model", self.data, self._tokens_path(), self.out / "merge",
                          self.cfg.merge_limit)
 
