@@ -31,39 +31,12 @@ from aqaa.lm.format import read_once
 from aqaa.serve.chat import open_session
 
 
-class OtherReading:
-    """An `aqaa` session whose user turns are read by another LM's encoder (its greedy CTC text, then the evaluated
-    model's own snapping and casing), every turn, scripted or not."""
-
-    def __init__(self, session, name: str, reader_dir: str):
-        from aqaa.lm.heard import heard_ctc_transcript
-        from aqaa.lm.model import AudioLM
-
-        self.session, self.name, self.texts = session, name, []
-        other, lm = AudioLM.load(reader_dir), session.lm
-        if lm.reader() is None:
-            raise SystemExit("the model does not read its queries (lm.heard_reading is off): nothing to replace")
-        if other.vocab.l_range != lm.vocab.l_range or other.vocab.s_range != lm.vocab.s_range:
-            raise SystemExit(f"{reader_dir} numbers its audio tokens unlike the model: its reading does not apply")
-
-        def read(audio_ids: list[int]) -> list[int]:
-            with torch.inference_mode():
-                return lm.reading_ids(heard_ctc_transcript(other.model, audio_ids))
-        self.read = read
-
-    def __getattr__(self, name):
-        return getattr(self.session, name)
-
-    def reset(self) -> None:
-        self.session.reset()
-        self.session.reader = read_once(self.read)
-
-
-class OracleReading:
-    """An `aqaa` session whose next user turns read `texts` (in order) instead of the CTC reading."""
+class ReplacedReading:
+    """An `aqaa` session whose user turns are read by `reading()` instead of the model's own reader (reset with
+    every item); everything else is the session's."""
 
     def __init__(self, session, name: str):
-        self.session, self.texts, self.name = session, [], name
+        self.session, self.name, self.texts = session, name, []
         self.own = session.lm.reader()
         if self.own is None:
             raise SystemExit("the model does not read its queries (lm.heard_reading is off): nothing to replace")
@@ -73,13 +46,47 @@ class OracleReading:
 
     def reset(self) -> None:
         self.session.reset()
+        self.session.reader = read_once(self.reading())
+
+    def reading(self):
+        raise NotImplementedError
+
+
+class OtherReading(ReplacedReading):
+    """Every user turn read by another LM's encoder (its greedy CTC text, then the evaluated model's own snapping
+    and casing), scripted or not."""
+
+    def __init__(self, session, name: str, reader_dir: str):
+        from aqaa.lm.model import AudioLM
+
+        super().__init__(session, name)
+        self.other = AudioLM.load(reader_dir)
+        lm = session.lm
+        if self.other.vocab.l_range != lm.vocab.l_range or self.other.vocab.s_range != lm.vocab.s_range:
+            raise SystemExit(f"{reader_dir} numbers its audio tokens unlike the model: its reading does not apply")
+
+    def reading(self):
+        from aqaa.lm.heard import heard_ctc_transcript
+
+        lm, other = self.session.lm, self.other
+
+        def read(audio_ids: list[int]) -> list[int]:
+            with torch.inference_mode():
+                return lm.reading_ids(heard_ctc_transcript(other.model, audio_ids))
+        return read
+
+
+class OracleReading(ReplacedReading):
+    """The next user turns read `texts` (in order) instead of the CTC reading."""
+
+    def reading(self):
         lm, own = self.session.lm, self.own
 
         def read(audio_ids: list[int]) -> list[int]:
             if not self.texts:
                 return own(audio_ids)
             return lm.reading_ids(self.texts.pop(0), snap=False)  # exact words, in the model's case
-        self.session.reader = read_once(read)
+        return read
 
 
 def main() -> None:
