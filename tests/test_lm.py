@@ -13,7 +13,7 @@ from aqaa.lm.format import AnswerRhythm, answer_ids, dialogue
 from aqaa.lm.generate import Generator, Sampling, generate_answer
 from aqaa.lm.model import PRESETS, AudioLM
 from aqaa.lm.vocab import CONTROL_TOKENS
-from aqaa.train.lm import build_parts, collate, stage_config, train_stage
+from aqaa.train.lm import build_parts, collate, fresh_model, stage_config, train_stage
 
 LINES = ["What is the capital of Japan?", "The capital of Japan is Tokyo.", "Seven plus five is twelve."] * 5
 
@@ -349,6 +349,21 @@ def test_voice_questions_have_a_part_of_their_own(tiny_lm, tmp_path):
     voice = [seq for name, seq in parts if name == "voice"]
     singles = [seq for name, seq in parts if name == "single_turn"]
     assert len(voice) == 1 and len(singles) == 2 and voice[0].ids == singles[0].ids
+
+
+def test_a_mixture_builds_only_its_parts(tiny_corpus):
+    """`build_parts(mix=...)` builds the named parts exactly as the full build does and leaves the others empty
+    (a stage reads and packs only what it draws)."""
+    lm = fresh_model(PRESETS["tiny"], tiny_corpus["data"], 0)
+    tokens = json_tokens(tiny_corpus["tokens"])
+    full = build_parts(tiny_corpus["data"], tokens, lm.vocab, lm.cfg.rhythm)
+    some = build_parts(tiny_corpus["data"], tokens, lm.vocab, lm.cfg.rhythm, mix=["dialogue", "voice", "tts"])
+    assert full["single_turn"] and full["asr"] and full["typed"]  # what the mixture leaves out exists
+    for name, seqs in some.items():
+        if name in ("dialogue", "voice", "tts"):
+            assert seqs and [s.ids for s in seqs] == [s.ids for s in full[name]], name
+        else:
+            assert not seqs, name
 
 
 def test_a_stage_can_start_from_any_model_folder(tiny_lm, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -120,12 +120,17 @@ def hide_linguistic(vocab: Vocab, share: float, seed: int) -> Callable[[list[int
 
 def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
                assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None,
-               hide: Callable[[list[int]], list[int]] | None = None, written: Callable[[str], list[int]] | None = None
-               ) -> Iterator[tuple[str, Sequence]]:
+               hide: Callable[[list[int]], list[int]] | None = None, written: Callable[[str], list[int]] | None = None,
+               parts: Collection[str] | None = None) -> Iterator[tuple[str, Sequence]]:
     """Every training sequence of one split as (mixture part, sequence), in a fixed order. `tokens` is any mapping
     audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand). `reader`
     (`AudioLM.reader()` of a model with `heard_reading`) gives every user turn its reading; `hide`
-    (`hide_linguistic`) changes the audio its dialogues show; `written` writes typed questions (`typed_dialogues`)."""
+    (`hide_linguistic`) changes the audio its dialogues show; `written` writes typed questions (`typed_dialogues`).
+    `parts` (a stage's mixture) builds only those parts: a part's sequences are the same with or without the
+    others, and a stage skips the reading and packing of what it never draws (default: all)."""
+    def wanted(*names: str) -> bool:
+        return parts is None or any(n in parts for n in names)
+
     def audio(rel: str) -> list[int]:
         row = tokens[rel]
         return vocab.audio_group_ids(row["linguistic"], row["semantic"])
@@ -154,25 +159,29 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
                         styled.setdefault((rendered["text"], way), rendered["audio"])
             turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"]), text(q["text"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
-            if not needs_context:
+            voice = item["category"] == "voice_understanding"  # a share of its own in a mixture (`voice`)
+            if not needs_context and wanted("single_turn", *(["voice"] if voice else [])):
                 single = dialogue(vocab, turns[-1:], rhythm, reader=reader, hide=hide)
-                yield "single_turn", single
-                if item["category"] == "voice_understanding":  # a share of its own in a mixture (`voice`)
+                if wanted("single_turn"):
+                    yield "single_turn", single
+                if voice and wanted("voice"):
                     yield "voice", single
             plain, neutral = turn.get("plain_query"), turn.get("neutral")
             if plain_requests and plain and neutral and plain["audio"] in tokens and neutral["audio"] in tokens:
                 # the control words left out, the neutral rendering answers (a dialogue of its own, like its item)
                 spoken.append((plain["audio"], plain["text"], False))
                 asked = [(audio(plain["audio"]), text(neutral["text"]), audio(neutral["audio"]), text(plain["text"]))]
-                yield "single_turn", dialogue(vocab, asked, rhythm, reader=reader, hide=hide)
-                yield "dialogue", dialogue(vocab, asked, rhythm, reader=reader, hide=hide)
+                for name in ("single_turn", "dialogue"):
+                    if wanted(name):
+                        yield name, dialogue(vocab, asked, rhythm, reader=reader, hide=hide)
         if len(turns) == len(item["turns"]):
-            yield "dialogue", dialogue(vocab, turns, rhythm, reader=reader, hide=hide)
+            if wanted("dialogue"):
+                yield "dialogue", dialogue(vocab, turns, rhythm, reader=reader, hide=hide)
             if item["category"] == "multi_turn":
                 told.append((item, turns))
             elif item["category"] in ("knowledge", "reasoning"):
                 asides += turns
-    if split == "train":
+    if split == "train" and wanted("recall"):
         for turns in recall_turns(told, asides, RECALL_PER_ITEM * len(told), seed=0):
             yield "recall", dialogue(vocab, turns, rhythm, reader=reader, hide=hide)
     sentences = data_dir / "pretrain" / "sentences.jsonl"
@@ -180,22 +189,26 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
         s = json.loads(line)
         if s["split"] == split and s["audio"] in tokens:
             spoken.append((s["audio"], s["text"], s["voice"] == assistant_voice))
-    if split == "train":
+    if split == "train" and wanted("typed"):
         yield from (("typed", seq) for seq in typed_dialogues(vocab, rhythm, spoken, audio, written))
+    if split == "train" and wanted("typed_control"):
         yield from (("typed_control", seq) for seq in typed_dialogues(vocab, rhythm, spoken, audio, written,
                                                                         styled, ("speech_control",)))
     text_lines = data_dir / "pretrain" / "text.txt"
-    if split == "train" and text_lines.exists():
+    if split == "train" and text_lines.exists() and wanted("text"):
         with text_lines.open() as fh:
             for x in fh:
                 if x.strip():
                     yield "text", document(vocab, "text", text(x.rstrip("\n")))
-    for rel, words, assistant in spoken:
+    for rel, words, assistant in spoken if wanted("audio", "asr", "tts", "interleaved") else []:
         a_ids, t_ids = audio(rel), text(words)
-        yield "audio", document(vocab, "audio", audio_ids=a_ids)
-        yield "asr", document(vocab, "asr", t_ids, a_ids)
-        if assistant:
+        if wanted("audio"):
+            yield "audio", document(vocab, "audio", audio_ids=a_ids)
+        if wanted("asr"):
+            yield "asr", document(vocab, "asr", t_ids, a_ids)
+        if assistant and wanted("tts"):
             yield "tts", document(vocab, "tts", t_ids, a_ids)
+        if assistant and wanted("interleaved"):
             yield "interleaved", document(vocab, "interleaved", t_ids, a_ids, rhythm)
 
 
@@ -262,13 +275,13 @@ def typed_dialogues(vocab: Vocab, rhythm: AnswerRhythm, spoken: list[tuple[str, 
 
 def build_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
                 assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None,
-                hide: Callable[[list[int]], list[int]] | None = None, written: Callable[[str], list[int]] | None = None
-                ) -> dict[str, list[Sequence]]:
-    """All training sequences of one split in memory, by mixture part."""
+                hide: Callable[[list[int]], list[int]] | None = None, written: Callable[[str], list[int]] | None = None,
+                mix: Collection[str] | None = None) -> dict[str, list[Sequence]]:
+    """All training sequences of one split in memory, by mixture part (only the parts `mix` names; default all)."""
     parts: dict[str, list[Sequence]] = {k: [] for k in PARTS}
     reader = reader and read_once(reader)  # single-turn and dialogue sequences share queries
     for name, seq in iter_parts(data_dir, tokens, vocab, rhythm, split, assistant_voice, plain_requests, reader, hide,
-                                written):
+                                written, mix):
         parts[name].append(seq)
     return parts
 
@@ -477,9 +490,10 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
 
         raise AqaaInputError("heard_hide hides the audio behind the reading: it needs lm.heard_reading=true")
     hide = hide_linguistic(lm.vocab, cfg.heard_hide, cfg.seed) if cfg.heard_hide else None
+    drawn = [*cfg.mix, *(["asr"] if cfg.heard_ctc_warmup else [])]  # the CTC warm-up reads the ASR documents
     parts = packed if packed is not None else build_parts(data_dir, tokens, lm.vocab, lm.cfg.rhythm,
                                                           plain_requests=cfg.plain_requests, reader=lm.reader(),
-                                                          hide=hide, written=lm.reading_ids)
+                                                          hide=hide, written=lm.reading_ids, mix=drawn)
     sizes = {k: len(v) for k, v in parts.items()}
     if not any(sizes.get(k) for k in cfg.mix):
         raise ValueError(f"no training data for {cfg.stage} in {data_dir} with {tokens_path}")
