@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import torch
+
 
 def test_tiny_recipe_runs_end_to_end_and_skips_when_done(tmp_path):
     cmd = [sys.executable, "-m", "aqaa.cli", "recipe", "--preset", "tiny", "--out", str(tmp_path / "r")]
@@ -18,6 +20,14 @@ def test_tiny_recipe_runs_end_to_end_and_skips_when_done(tmp_path):
     # the SFT round starts from the first SFT's model
     assert json.loads((tmp_path / "r/lm/sft_round2/sft/config.json").read_text())["init"].endswith("lm/sft/model")
     assert (tmp_path / "r/lm/sft_round2/sft/done.json").exists()
+    # DPO and merge start from the soup: the first SFT model moved sft_soup of the way toward the round's
+    from safetensors.torch import load_file
+
+    first, last, soup = (load_file(tmp_path / f"r/lm/{d}/model/model.safetensors")
+                         for d in ("sft", "sft_round2/sft", "sft_soup"))
+    for k in first:
+        assert torch.allclose(soup[k], first[k] + 0.5 * (last[k] - first[k]), atol=1e-6), k
+    assert any(not torch.equal(first[k], last[k]) for k in first)
     log = json.loads((tmp_path / "r/recipe.json").read_text())
     assert set(log["wall_s"]) == set(states)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -145,3 +145,17 @@ def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | P
     sft.save(out / "model")
     (out / "done.json").write_text(json.dumps({"best": best}))
     return out / "model"
+
+
+def soup(first_dir: str | Path, last_dir: str | Path, t: float, out: str | Path) -> Path:
+    """The first model moved `t` of the way toward the last (linear weight interpolation, both fine-tuned from the
+    same start), saved to `out/model` with `out/done.json`. Why: a further SFT round learns what it was weighed for
+    (multi-turn recall) and forgets some generality (held-out voice phrasings); the interpolation keeps most of
+    both (reports/default_model/session24)."""
+    out = Path(out)
+    first, last = AudioLM.load(first_dir), AudioLM.load(last_dir)
+    state = {k: v.clone() for k, v in first.model.state_dict().items()}
+    first.model.load_state_dict(merge_states("linear", state, last.model.state_dict(), t=t))
+    first.save(out / "model")
+    (out / "done.json").write_text(json.dumps({"first": str(first_dir), "last": str(last_dir), "t": t}))
+    return out / "model"
