@@ -31,12 +31,11 @@ def main(folder: Path) -> None:
                                   ("test", "voice_understanding", "^--")):
         ts, ys = [], []
         for t, name in RUNS.items():
-            runs = figures(folder, "shipped" if (split, t) == ("valid", 0.0) else name, split)
+            runs = figures(folder, name, split)
             if runs:
-                pick = (lambda r: r[measure]) if measure == "overall_accuracy" else \
-                    (lambda r: r["per_category"][measure]["accuracy"])
                 ts.append(t)
-                ys.append(100 * statistics.mean(pick(r) for r in runs))
+                ys.append(100 * statistics.mean(r[measure] if measure == "overall_accuracy" else
+                                                r["per_category"][measure]["accuracy"] for r in runs))
         ax.plot(ts, ys, style, label=f"{split}: {measure.replace('_accuracy', '').replace('_', ' ')}")
     ax.axvline(0.7, color="grey", lw=0.8)
     ax.set_xlabel("t (0: first SFT model, 1: the recall round)")
