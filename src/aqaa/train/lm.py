@@ -121,15 +121,15 @@ def hide_linguistic(vocab: Vocab, share: float, seed: int) -> Callable[[list[int
 def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split: str = "train",
                assistant_voice: str = "joe", plain_requests: bool = False, reader: Reader | None = None,
                hide: Callable[[list[int]], list[int]] | None = None, written: Callable[[str], list[int]] | None = None,
-               parts: Collection[str] | None = None) -> Iterator[tuple[str, Sequence]]:
+               mix: Collection[str] | None = None) -> Iterator[tuple[str, Sequence]]:
     """Every training sequence of one split as (mixture part, sequence), in a fixed order. `tokens` is any mapping
     audio path -> token row (a dict in memory, or `TokenIndex` reading rows from disk on demand). `reader`
     (`AudioLM.reader()` of a model with `heard_reading`) gives every user turn its reading; `hide`
     (`hide_linguistic`) changes the audio its dialogues show; `written` writes typed questions (`typed_dialogues`).
-    `parts` (a stage's mixture) builds only those parts: a part's sequences are the same with or without the
+    `mix` (a stage's mixture parts) builds only those parts: a part's sequences are the same with or without the
     others, and a stage skips the reading and packing of what it never draws (default: all)."""
     def wanted(*names: str) -> bool:
-        return parts is None or any(n in parts for n in names)
+        return mix is None or any(n in mix for n in names)
 
     def audio(rel: str) -> list[int]:
         row = tokens[rel]
@@ -160,7 +160,7 @@ def iter_parts(data_dir: Path, tokens, vocab: Vocab, rhythm: AnswerRhythm, split
             turns.append((audio(q["audio"]), text(a["text"]), audio(a["audio"]), text(q["text"])))
             needs_context = item["category"] == "multi_turn" and i == len(item["turns"]) - 1
             voice = item["category"] == "voice_understanding"  # a share of its own in a mixture (`voice`)
-            if not needs_context and wanted("single_turn", *(["voice"] if voice else [])):
+            if not needs_context and (wanted("single_turn") or voice and wanted("voice")):
                 single = dialogue(vocab, turns[-1:], rhythm, reader=reader, hide=hide)
                 if wanted("single_turn"):
                     yield "single_turn", single

@@ -87,10 +87,11 @@ HEARD_RECALL = {**HEARD_FROZEN, "sft": [*HEARD_FROZEN["sft"], "steps=500", 'mix=
 
 # the shipped model since session 24 (reports/default_model/session24): a second SFT round weighed toward the
 # `recall` dialogues, then the first SFT model moved 0.7 of the way toward it (chosen on the validation split among
-# 0.3 / 0.5 / 0.7). Test split, 3 seeds: 31.0 % vs 27.3 % for the first SFT model alone, multi-turn 12.8 -> 31.6 %,
-# text-audio WER 0.151 -> 0.122, voice understanding 94.6 -> 88.4 %; the round alone forgets the held-out voice
+# 0.3 / 0.5 / 0.7). Test split, 3 seeds: 31.0 % vs 27.3 % for the first SFT model alone, multi-turn 13.7 -> 31.6 %,
+# text-audio WER 0.242 -> 0.122, voice understanding 94.6 -> 88.4 %; the round alone forgets the held-out voice
 # phrasings (67 %)
-RECALL_ROUND = ["steps=500", "batch=16", 'mix={"dialogue":0.6,"single_turn":0.15,"recall":0.25}']
+RECALL_MIX = 'mix={"dialogue":0.6,"single_turn":0.15,"recall":0.25}'
+RECALL_ROUND = ["steps=500", "batch=16", RECALL_MIX]
 
 RECIPES = {
     "default": RecipeConfig(sft_rounds=[RECALL_ROUND], sft_soup=0.7),
@@ -101,7 +102,7 @@ RECIPES = {
     "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4,
                          hearing=2, seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"],
                          stage2=["steps=2", "batch=2"], stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
-                         sft_rounds=[["steps=2", "batch=2", 'mix={"dialogue":0.6,"single_turn":0.15,"recall":0.25}']],
+                         sft_rounds=[["steps=2", "batch=2", RECALL_MIX]],
                          sft_soup=0.5,
                          dpo=["steps=2", "batch=2", "grad_accum=1", "save_every=2"],
                          vocoder=["steps=2", "batch=2"], vocoder_rounds=[["steps=1", "batch=2"]], merge_limit=2,
