@@ -13,7 +13,7 @@ from aqaa.data.tokens import read_tokens
 from aqaa.lm.model import AudioLM
 from aqaa.train.dpo import build_pairs, dpo_precision, train_dpo
 from aqaa.train.lm import stage_config, train_stage
-from aqaa.train.merge import merge_states, slerp
+from aqaa.train.merge import candidates, merge_states, slerp
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,15 @@ def test_merging_identical_checkpoints_is_identity(sft_dir, method, t):
     merged = merge_states(method, state, state, base, t, density=1.0)
     for k, v in state.items():
         assert torch.allclose(merged[k], v, atol=1e-5), k
+
+
+def test_the_sft_model_itself_is_a_merge_candidate(sft_dir):
+    """Linear at t 0 gives the SFT weights bit for bit, so selection can leave a DPO that does not help out."""
+    state = AudioLM.load(sft_dir).model.state_dict()
+    dpo = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    assert {"method": "linear", "t": 0.0} in candidates()
+    merged = merge_states("linear", state, dpo, t=0.0)
+    assert all(torch.equal(merged[k], v) for k, v in state.items())
 
 
 def test_slerp_interpolates_on_the_sphere():
