@@ -17,17 +17,19 @@ def test_tiny_recipe_runs_end_to_end_and_skips_when_done(tmp_path):
     states = json.loads(first.stdout.strip().splitlines()[-1])
     assert set(states.values()) == {"done"}, states
     assert (tmp_path / "r/model/aqaa.json").exists() and (tmp_path / "r/eval/report.md").exists()
-    # the SFT round starts from the first SFT's model
-    assert json.loads((tmp_path / "r/lm/sft_round2/sft/config.json").read_text())["init"].endswith("lm/sft/model")
-    assert (tmp_path / "r/lm/sft_round2/sft/done.json").exists()
-    # DPO and merge start from the soup: the first SFT model moved sft_soup of the way toward the round's
+    # both SFT rounds start from the first SFT's model
+    for k in (2, 3):
+        folder = tmp_path / f"r/lm/sft_round{k}/sft"
+        assert json.loads((folder / "config.json").read_text())["init"].endswith("lm/sft/model")
+        assert (folder / "done.json").exists()
+    # DPO and merge start from the soup: the first SFT model moved sft_soup of the way toward the rounds' average
     from safetensors.torch import load_file
 
-    first, last, soup = (load_file(tmp_path / f"r/lm/{d}/model/model.safetensors")
-                         for d in ("sft", "sft_round2/sft", "sft_soup"))
+    first, r2, r3, soup = (load_file(tmp_path / f"r/lm/{d}/model/model.safetensors")
+                           for d in ("sft", "sft_round2/sft", "sft_round3/sft", "sft_soup"))
     for k in first:
-        assert torch.allclose(soup[k], first[k] + 0.5 * (last[k] - first[k]), atol=1e-6), k
-    assert any(not torch.equal(first[k], last[k]) for k in first)
+        assert torch.allclose(soup[k], first[k] + 0.5 * ((r2[k] + r3[k]) / 2 - first[k]), atol=1e-6), k
+    assert any(not torch.equal(r2[k], r3[k]) for k in first)
     log = json.loads((tmp_path / "r/recipe.json").read_text())
     assert set(log["wall_s"]) == set(states)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

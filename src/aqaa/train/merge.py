@@ -149,15 +149,19 @@ def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | P
     return out / "model"
 
 
-def soup(first_dir: str | Path, last_dir: str | Path, t: float, out: str | Path) -> Path:
-    """The first model moved `t` of the way toward the last (linear weight interpolation, both fine-tuned from the
-    same start), saved to `out/model` with `out/done.json`. Why: a further SFT round learns what it was weighed for
-    (multi-turn recall) and forgets some generality (held-out voice phrasings); the interpolation keeps most of
-    both (reports/default_model/session24)."""
+def soup(first_dir: str | Path, round_dirs: list[str | Path], t: float, out: str | Path) -> Path:
+    """The first model moved `t` of the way toward the uniform average of the rounds' models (all fine-tuned from
+    the first), saved to `out/model` with `out/done.json`. Why: a further SFT round learns what it was weighed for
+    (multi-turn recall, voice questions) and forgets some generality (held-out phrasings); averaging rounds and
+    interpolating toward the first keeps most of each (reports/default_model/session24, session25)."""
     out = Path(out)
-    first, last = AudioLM.load(first_dir), AudioLM.load(last_dir)
+    first = AudioLM.load(first_dir)
     state = {k: v.clone() for k, v in first.model.state_dict().items()}
-    first.model.load_state_dict(merge_states("linear", state, last.model.state_dict(), t=t))
+    rounds = [AudioLM.load(d).model.state_dict() for d in round_dirs]
+    mean = {k: v if not v.is_floating_point() else sum(r[k] for r in rounds) / len(rounds)
+            for k, v in rounds[0].items()}
+    first.model.load_state_dict(merge_states("linear", state, mean, t=t))
     first.save(out / "model")
-    (out / "done.json").write_text(json.dumps({"first": str(first_dir), "last": str(last_dir), "t": t}))
+    (out / "done.json").write_text(json.dumps({"first": str(first_dir), "rounds": [str(d) for d in round_dirs],
+                                               "t": t}))
     return out / "model"

@@ -33,12 +33,11 @@ class RecipeConfig:
     stage2: list = field(default_factory=lambda: ["steps=400"])
     stage3: list = field(default_factory=lambda: ["steps=800"])
     sft: list = field(default_factory=lambda: ["steps=250", "batch=16"])
-    # further SFT rounds, each from the previous round's model with a fresh schedule (DPO and merge start from the
-    # last one)
+    # further SFT rounds, each from the first SFT model with a fresh schedule and a mixture of its own
     sft_rounds: list = field(default_factory=list)
-    # > 0 with sft_rounds: the later stages start from the first SFT model moved this far toward the last round's
-    # (a linear weight merge, `aqaa.train.merge.soup`)
-    sft_soup: float = 0.0
+    # with sft_rounds, DPO and merge start from the first SFT model moved this far toward the average of the rounds'
+    # models (linear weight merges, `aqaa.train.merge.soup`); 0: from the first SFT model
+    sft_soup: float = 1.0
     dpo: list = field(default_factory=lambda: ["steps=100", "batch=4", "grad_accum=2", "lr=5e-5"])
     vocoder: list = field(default_factory=lambda: ["steps=6000", "energy_weight=1.0"])
     # further vocoder rounds, each from the previous round's model with a fresh schedule (measured: a second 6000
@@ -85,16 +84,18 @@ HEARD_FROZEN = {stage: [*settings, "lm.heard_reader=true"] if stage != "stage1" 
 HEARD_RECALL = {**HEARD_FROZEN, "sft": [*HEARD_FROZEN["sft"], "steps=500", 'mix={"dialogue":0.3,"single_turn":0.05,'
                 '"voice":0.1,"typed":0.2,"typed_control":0.1,"recall":0.25}']}
 
-# the shipped model since session 24 (reports/default_model/session24): a second SFT round weighed toward the
-# `recall` dialogues, then the first SFT model moved 0.7 of the way toward it (chosen on the validation split among
-# 0.3 / 0.5 / 0.7). Test split, 3 seeds: 31.0 % vs 27.3 % for the first SFT model alone, multi-turn 13.7 -> 31.6 %,
-# text-audio WER 0.242 -> 0.122, voice understanding 94.6 -> 88.4 %; the round alone forgets the held-out voice
-# phrasings (67 %)
+# the shipped LM since session 25 (reports/default_model/session25): two more SFT rounds from the first SFT model,
+# one weighed toward the `recall` dialogues, one toward recall and the voice questions (`voice`), and their plain
+# average (`sft_soup=1.0`; chosen on the validation split over session 24's soup of the first and the recall round
+# at t 0.7, and the voice round's own soups at 0.5 / 0.7). The recall round alone forgets the held-out voice
+# phrasings (voice understanding 67 %), the voice round keeps them (91 %) and recalls less
 RECALL_MIX = 'mix={"dialogue":0.6,"single_turn":0.15,"recall":0.25}'
 RECALL_ROUND = ["steps=500", "batch=16", RECALL_MIX]
+VOICE_MIX = 'mix={"dialogue":0.5,"single_turn":0.1,"recall":0.25,"voice":0.15}'
+VOICE_ROUND = ["steps=500", "batch=16", VOICE_MIX]
 
 RECIPES = {
-    "default": RecipeConfig(sft_rounds=[RECALL_ROUND], sft_soup=0.7),
+    "default": RecipeConfig(sft_rounds=[RECALL_ROUND, VOICE_ROUND]),
     "heard": RecipeConfig(stage1=HEARD_STAGE1),
     "heard-read": RecipeConfig(**HEARD_READ),
     "heard-frozen": RecipeConfig(**HEARD_FROZEN),
@@ -102,7 +103,7 @@ RECIPES = {
     "tiny": RecipeConfig(lm_preset="tiny", tokenizer_preset="tiny", vocoder_preset="tiny", n=8, sentences=4,
                          hearing=2, seed=5, tokenizer=["steps=12"], stage1=["steps=3", "batch=2"],
                          stage2=["steps=2", "batch=2"], stage3=["steps=2", "batch=2"], sft=["steps=2", "batch=2"],
-                         sft_rounds=[["steps=2", "batch=2", RECALL_MIX]],
+                         sft_rounds=[["steps=2", "batch=2", RECALL_MIX], ["steps=2", "batch=2", "seed=1", VOICE_MIX]],
                          sft_soup=0.5,
                          dpo=["steps=2", "batch=2", "grad_accum=1", "save_every=2"],
                          vocoder=["steps=2", "batch=2"], vocoder_rounds=[["steps=1", "batch=2"]], merge_limit=2,
@@ -147,10 +148,15 @@ class Recipe:
                                             for k in range(len(self.cfg.sft_rounds))]
 
     def _sft_model(self) -> Path:
-        """The model SFT leaves for DPO and merge: the last round's, or the soup of the first and the last."""
-        if self.cfg.sft_soup and self.cfg.sft_rounds:
+        """The model SFT leaves for DPO and merge: the first SFT model's, or the soup of it and its rounds."""
+        if self.cfg.sft_rounds:
             return self.out / "lm" / "sft_soup" / "model"
-        return self._sft_dirs()[-1] / "model"
+        return self._sft_dirs()[0] / "model"
+
+    def _soup_key(self) -> dict:
+        """What the soup is made of (its done.json): a soup of other rounds or another t is made again."""
+        dirs = self._sft_dirs()
+        return {"first": str(dirs[0] / "model"), "rounds": [str(d / "model") for d in dirs[1:]], "t": self.cfg.sft_soup}
 
     def _vocoder_dirs(self) -> list[Path]:
         """The vocoder's first round, then one folder per further round."""
@@ -166,6 +172,9 @@ class Recipe:
             path = self.paths["tokens"]
             made = json.loads(path.read_text()) if path.exists() else {}
             return (made.get("n", self.cfg.n), made.get("hearing", 0), made.get("version", 1)) == self._data_key()
+        if stage == "sft" and self.cfg.sft_rounds:
+            path = self.paths["sft"]
+            return path.exists() and json.loads(path.read_text()) == self._soup_key()
         return self.paths[stage].exists()
 
     def _data_key(self) -> tuple[int, int, int]:
@@ -263,13 +272,14 @@ class Recipe:
 
         self._lm_stage("sft")
         dirs = self._sft_dirs()
-        for before, folder, overrides in zip(dirs, dirs[1:], self.cfg.sft_rounds):
-            cfg = stage_config("sft", self.cfg.lm_preset, [*overrides, f"init={before / 'model'}"])
+        for folder, overrides in zip(dirs[1:], self.cfg.sft_rounds):
+            cfg = stage_config("sft", self.cfg.lm_preset, [*overrides, f"init={dirs[0] / 'model'}"])
             train_stage(cfg, self.data, self._tokens_path(), folder.parent)
-        if self._sft_model() != dirs[-1] / "model":
+        if self.cfg.sft_rounds:
             from aqaa.train.merge import soup
 
-            soup(dirs[0] / "model", dirs[-1] / "model", self.cfg.sft_soup, self._sft_model().parent)
+            key = self._soup_key()
+            soup(key["first"], key["rounds"], key["t"], self._sft_model().parent)
 
     def _run_dpo(self) -> None:
         from aqaa.train.dpo import train_dpo
