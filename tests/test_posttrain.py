@@ -13,7 +13,7 @@ from aqaa.data.tokens import read_tokens
 from aqaa.lm.model import AudioLM
 from aqaa.train.dpo import build_pairs, dpo_precision, train_dpo
 from aqaa.train.lm import stage_config, train_stage
-from aqaa.train.merge import candidates, merge_states, slerp
+from aqaa.train.merge import candidates, merge_states, pick, slerp
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,11 @@ def test_the_sft_model_itself_is_a_merge_candidate(sft_dir):
     assert {"method": "linear", "t": 0.0} in candidates()
     merged = merge_states("linear", state, dpo, t=0.0)
     assert all(torch.equal(merged[k], v) for k, v in state.items())
+    # accuracy decides; on a tie the SFT model wins over a lower-loss merge
+    sft = {"candidate": {"method": "linear", "t": 0.0}, "accuracy": 0.5, "loss": 0.81}
+    ties = {"candidate": {"method": "ties", "t": 0.5, "density": 0.5}, "accuracy": 0.5, "loss": 0.80}
+    better = {"candidate": {"method": "linear", "t": 0.25}, "accuracy": 0.55, "loss": 0.85}
+    assert pick([sft, ties]) is sft and pick([sft, ties, better]) is better
 
 
 def test_slerp_interpolates_on_the_sphere():

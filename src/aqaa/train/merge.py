@@ -4,9 +4,10 @@ Linear and TIES use PEFT's task-vector merge functions (`peft.utils.merge_utils`
 checkpoints minus a base (the stage-3 model for TIES, the SFT model for linear). SLERP is written here: no installed
 library offers it for whole state dicts (mergekit would bring its own YAML pipeline and dependencies).
 Selection: each candidate answers the validation queries; the text channel's answer accuracy decides, the mean
-token loss of the reference answers breaks ties. The SFT model itself is a candidate (`linear` at t 0), so a
-DPO that does not help is left out rather than merged in (session 14: DPO + TIES scored 23.5 % on test where its
-SFT model scored 24.5 %, and the shipped model had to stop at SFT outside the recipe).
+token loss of the reference answers breaks ties between merges. The SFT model itself is a candidate (`linear` at
+t 0) and wins accuracy ties, so a DPO that does not help is left out rather than merged in (session 14: DPO + TIES
+scored 23.5 % on test where its SFT model scored 24.5 %, and the shipped model had to stop at SFT outside the
+recipe).
 """
 
 from __future__ import annotations
@@ -58,10 +59,20 @@ def merge_states(method: str, sft: dict, dpo: dict, base: dict | None = None, t:
     return out
 
 
+SFT_ITSELF = {"method": "linear", "t": 0.0}  # the SFT model, bit for bit (`merge_states`)
+
+
 def candidates() -> list[dict]:
-    return ([{"method": "linear", "t": t} for t in (0.0, 0.25, 0.5, 0.75)]
+    return ([SFT_ITSELF] + [{"method": "linear", "t": t} for t in (0.25, 0.5, 0.75)]
             + [{"method": "slerp", "t": t} for t in (0.25, 0.5, 0.75)]
             + [{"method": "ties", "t": 0.5, "density": d} for d in (0.5, 0.8)])
+
+
+def pick(results: list[dict]) -> dict:
+    """The best candidate: answer accuracy first; on a tie the SFT model itself, else the lower reference loss.
+    Why the SFT model on ties: a loss tie-break chose merges that scored lower on test (session 25: TIES at equal
+    validation accuracy, 32.2 vs 34.2 %; reports/default_model/session25/dpo_merge.md)."""
+    return max(results, key=lambda r: (r["accuracy"], r["candidate"] == SFT_ITSELF, -r["loss"]))
 
 
 def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40) -> dict:
@@ -139,7 +150,7 @@ def merge_and_select(sft_dir: str | Path, dpo_dir: str | Path, base_dir: str | P
         sft.model.eval()
         results.append({"candidate": cand, **validation_score(sft, Path(data_dir), tokens, limit)})
         results_path.write_text(json.dumps(results, indent=1))  # resumable: finished candidates are kept
-    best = max(results, key=lambda r: (r["accuracy"], -r["loss"]))
+    best = pick(results)
     cand = best["candidate"]
     sft.model.load_state_dict(merge_states(cand["method"], sft_state, dpo_state, base_state, cand["t"],
                                            cand.get("density", 0.7)))
