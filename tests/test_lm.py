@@ -13,7 +13,7 @@ from aqaa.lm.format import AnswerRhythm, answer_ids, dialogue
 from aqaa.lm.generate import Generator, Sampling, generate_answer
 from aqaa.lm.model import PRESETS, AudioLM
 from aqaa.lm.vocab import CONTROL_TOKENS
-from aqaa.train.lm import build_parts, collate, fresh_model, stage_config, train_stage
+from aqaa.train.lm import build_parts, collate, fresh_model, noise_read_audio, stage_config, train_stage
 
 LINES = ["What is the capital of Japan?", "The capital of Japan is Tokyo.", "Seven plus five is twelve."] * 5
 
@@ -152,7 +152,7 @@ def _losses(folder) -> list[tuple[int, float]]:
 
 def test_killed_stage_resumes_with_the_same_loss_curve(tiny_corpus, tmp_path):
     args = dict(data_dir=tiny_corpus["data"], tokens_path=tiny_corpus["tokens"])
-    over = ["steps=16", "batch=4", "ckpt_every=5", "log_every=1", "warmup=3"]
+    over = ["steps=16", "batch=4", "ckpt_every=5", "log_every=1", "warmup=3", "audio_noise=0.2"]  # the noise replays too
     whole = train_stage(stage_config("stage1", "tiny", over), out=tmp_path / "a", **args)
     assert (whole / "aqaa_lm.json").exists()
     # "kill" at step 13: the checkpoint is at 10, rows 11-13 were logged by the dead run and must be replayed
@@ -377,3 +377,19 @@ def test_a_stage_can_start_from_any_model_folder(tiny_lm, tmp_path):
     assert torch.equal(lm.model.get_input_embeddings().weight, tiny_lm.model.get_input_embeddings().weight)
     with pytest.raises(AqaaInputError, match="not a model folder"):
         _init_model(stage_config("sft", "tiny", [f"init={tmp_path}"]), tmp_path / "run", tmp_path)
+
+
+def test_audio_noise_swaps_only_read_audio_codes_within_their_stream(tiny_lm):
+    v = tiny_lm.vocab
+    text = v.encode_text("The capital of Japan is Tokyo.")
+    query = v.audio_group_ids(list(range(200)), list(range(300)))
+    answer = v.audio_group_ids(list(range(40)), list(range(60)))
+    batch = collate([dialogue(v, [(query, text, answer)], AnswerRhythm())], v.ctrl["pad"], 2048)
+    ids, labels = batch["input_ids"], batch["labels"]
+    noisy = noise_read_audio(ids, labels, v, 0.3, torch.Generator().manual_seed(0))
+    changed = noisy != ids
+    assert not changed[labels != -100].any()  # the answer, which is trained, stays as it is
+    assert 0.2 < changed.sum().item() / len(query) < 0.4
+    lo, hi = v.l_range
+    assert torch.equal((noisy >= lo) & (noisy < hi), (ids >= lo) & (ids < hi))  # each code keeps its stream
+    assert torch.equal(noisy, noise_read_audio(ids, labels, v, 0.3, torch.Generator().manual_seed(0)))
