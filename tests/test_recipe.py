@@ -90,3 +90,7 @@ def test_data_made_by_an_older_synth_is_made_again(tmp_path):
         (tmp_path / "d/synth.json").write_text(json.dumps(made | extra))
         (tmp_path / "r/tokens/done.json").write_text(json.dumps({"complete": True, **made, **extra}))
         assert recipe.done("data") is expected and recipe.done("tokens") is expected
+    made |= {"version": SYNTH_VERSION, "answers": True}  # rendered with the answers the preset does not ask for
+    (tmp_path / "d/synth.json").write_text(json.dumps(made))
+    (tmp_path / "r/tokens/done.json").write_text(json.dumps({"complete": True, **made}))
+    assert not recipe.done("data") and not recipe.done("tokens")

@@ -138,3 +138,17 @@ def test_word_lists_use_only_training_phrasing_words_and_entities():
     plans = plan_hearing(50, seed=3, kind="words")
     assert plans[0].id == "words-000000" and plans == plan_hearing(50, seed=3, kind="words")
     assert all(len(p.text.split()) >= 4 for p in plans) and {p.render.voice for p in plans} <= set(TRAIN_VOICES)
+
+
+def test_answer_renderings_cover_every_typed_question_in_the_neutral_assistant_voice():
+    from aqaa.data.spokenqa import typed_pairs
+    from aqaa.data.synth import plan_answers
+    from aqaa.data.voices import ASSISTANT_VOICE, Style
+
+    plans = plan_answers()
+    texts = [p.text for p in plans]
+    assert len(texts) == len(set(texts)) > 4000 and plans[0].id == "answer-000000"
+    assert set(texts) == {answer for _, answer, _ in typed_pairs(("knowledge", "reasoning"))}
+    assert "Forty five plus thirty two is seventy seven." in texts  # new sums, not only the dialogues' answers
+    assert {(p.render.voice, p.render.style, p.render.snr_db, p.split) for p in plans} == {
+        (ASSISTANT_VOICE, Style(), None, "train")}

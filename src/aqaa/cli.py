@@ -33,7 +33,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> None:
     from aqaa.data.synth import synth
 
     summary = synth(args.out, args.n, args.seed, sentences=args.sentences, text_lines=args.text_lines,
-                    hearing=args.hearing, word_lists=args.word_lists, workers=args.workers)
+                    hearing=args.hearing, word_lists=args.word_lists, answers=args.answers, workers=args.workers)
     print(json.dumps(summary))
 
 
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="entity-rich sentences in query voices, for stage-1 ASR (default: 0)")
     s.add_argument("--word-lists", type=int, default=0,
                    help="domain words in random order in query voices, for stage-1 ASR (default: 0)")
+    s.add_argument("--answers", action="store_true",
+                   help="also render every typed knowledge / reasoning answer in the assistant voice (~4,700)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
     s.set_defaults(func=_cmd_data_synth)
     k = d.add_parser("check", help="Whisper WER per voice and control renderings of a synthesized folder")

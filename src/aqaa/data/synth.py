@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aqaa.data.spokenqa import Dialogue, make_dialogue
+from aqaa.data.spokenqa import Dialogue, make_dialogue, typed_pairs
 from aqaa.data.sentences import (arithmetic_sentence, fact_sentences, grammar_sentence, hearing_sentence, text_corpus,
                                  word_list, word_list_vocabulary)
 from aqaa.data.voices import ASSISTANT_VOICE, VOICES, Style
@@ -130,6 +130,16 @@ def plan_hearing(n: int, seed: int, kind: str = "hear") -> list[SentencePlan]:
         plans.append(SentencePlan(f"{kind}-{i:06d}", "valid" if i % 20 == 19 else "train", text,
                                   QueryRender(rng.choice(voices), style, snr)))
     return plans
+
+
+def plan_answers() -> list[SentencePlan]:
+    """Every distinct knowledge and reasoning answer of the typed questions (`typed_pairs`, ~4,700 sentences) in the
+    neutral assistant voice (ids `answer-*`). Why: a typed question is answered only by a rendering the data has,
+    and the dialogues render ~350 of these answers, so no training example said a new sum or a new capital: the
+    shipped LM recalled training answers and composed none (reports/default_model/session27)."""
+    answers = dict.fromkeys(answer for _, answer, _ in typed_pairs(("knowledge", "reasoning")))
+    return [SentencePlan(f"answer-{i:06d}", "train", text, QueryRender(ASSISTANT_VOICE, Style()))
+            for i, text in enumerate(answers)]
 
 
 # ---------------------------------------------------------------- rendering (runs in worker processes)
@@ -249,14 +259,17 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def synth(out_dir: str | Path, n: int, seed: int = 0, *, sentences: int | None = None, text_lines: int | None = None,
-          hearing: int = 0, word_lists: int = 0, workers: int | None = None, progress: bool = True) -> dict:
-    """Render `n` SpokenQA dialogues plus the pre-training corpora into `out_dir`; resumable. Returns a summary."""
+          hearing: int = 0, word_lists: int = 0, answers: bool = False, workers: int | None = None,
+          progress: bool = True) -> dict:
+    """Render `n` SpokenQA dialogues plus the pre-training corpora into `out_dir` (with `answers`, also every typed
+    question's answer, `plan_answers`); resumable. Returns a summary."""
     out = Path(out_dir)
     sentences = n if sentences is None else sentences
     text_lines = 10 * n if text_lines is None else text_lines
     for sub in ("items", "audio", "pretrain/items", "pretrain/audio"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     sents = plan_sentences(sentences, seed) + plan_hearing(hearing, seed) + plan_hearing(word_lists, seed, "words")
+    sents += plan_answers() if answers else []
     items = plan_items(n, seed)
     done = {p.id: out / "items" / f"{p.id}.json" for p in items}
     jobs = [("item", p, str(out)) for p in items if not done[p.id].exists()]
@@ -276,7 +289,7 @@ def synth(out_dir: str | Path, n: int, seed: int = 0, *, sentences: int | None =
     summary = write_manifests(out, [p.id for p in items], [p.id for p in sents])
     _write_lines(out / "pretrain" / "text.txt", text_corpus(random.Random(f"{seed}-text"), text_lines))
     summary.update(rendered_now=len(jobs), audio_seconds_now=round(audio_s, 1), text_lines=text_lines,
-                   seed=seed, n=n, hearing=hearing, word_lists=word_lists, version=SYNTH_VERSION)
+                   seed=seed, n=n, hearing=hearing, word_lists=word_lists, answers=answers, version=SYNTH_VERSION)
     _write_json(out / "synth.json", summary)
     return summary
 

@@ -27,6 +27,7 @@ class RecipeConfig:
     n: int = 2000  # SpokenQA dialogues (6.85 h of audio with the sentences: 13 min on 2 cores)
     sentences: int = 5000
     hearing: int = 4000  # entity-rich sentences in query voices (stage-1 ASR breadth; reports/hearing_data.md)
+    answers: bool = False  # also render every typed question's answer (`aqaa.data.synth.plan_answers`)
     seed: int = 1
     tokenizer: list = field(default_factory=list)  # key=value overrides per stage
     stage1: list = field(default_factory=lambda: ["steps=2000"])
@@ -168,20 +169,22 @@ class Recipe:
         if stage == "data":
             path = self.paths["data"]
             made = json.loads(path.read_text()) if path.exists() else {}
-            return (made.get("n"), made.get("hearing", 0), made.get("version", 1)) == self._data_key()
+            return (made.get("n"), made.get("hearing", 0), made.get("answers", False),
+                    made.get("version", 1)) == self._data_key()
         if stage == "tokens":  # the cache covers the data it was made for (data grown later re-runs the stage)
             path = self.paths["tokens"]
             made = json.loads(path.read_text()) if path.exists() else {}
-            return (made.get("n", self.cfg.n), made.get("hearing", 0), made.get("version", 1)) == self._data_key()
+            return (made.get("n", self.cfg.n), made.get("hearing", 0), made.get("answers", False),
+                    made.get("version", 1)) == self._data_key()
         if stage == "sft" and self.cfg.sft_rounds:
             path = self.paths["sft"]
             return path.exists() and json.loads(path.read_text()) == self._soup_key()
         return self.paths[stage].exists()
 
-    def _data_key(self) -> tuple[int, int, int]:
+    def _data_key(self) -> tuple[int, int, bool, int]:
         from aqaa.data.synth import SYNTH_VERSION
 
-        return self.cfg.n, self.cfg.hearing, SYNTH_VERSION
+        return self.cfg.n, self.cfg.hearing, self.cfg.answers, SYNTH_VERSION
 
     def status(self) -> list[dict]:
         log = self._log()
@@ -226,7 +229,8 @@ class Recipe:
     def _run_data(self) -> None:
         from aqaa.data.synth import synth
 
-        synth(self.data, self.cfg.n, self.cfg.seed, sentences=self.cfg.sentences, hearing=self.cfg.hearing)
+        synth(self.data, self.cfg.n, self.cfg.seed, sentences=self.cfg.sentences, hearing=self.cfg.hearing,
+              answers=self.cfg.answers)
 
     def _copy_from_codec(self, part: str, dest: Path) -> None:
         import shutil
@@ -247,8 +251,9 @@ class Recipe:
         from aqaa.data.tokens import encode_corpus
 
         encode_corpus(self.data, self.out / "tokenizer", self.out / "tokens")
-        n, hearing, version = self._data_key()
-        self.paths["tokens"].write_text(json.dumps({"complete": True, "n": n, "hearing": hearing, "version": version}))
+        n, hearing, answers, version = self._data_key()
+        self.paths["tokens"].write_text(json.dumps({"complete": True, "n": n, "hearing": hearing, "answers": answers,
+                                                    "version": version}))
 
     def _lm_stage(self, stage: str) -> None:
         from aqaa.train.lm import stage_config, train_stage
