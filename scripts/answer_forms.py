@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from aqaa.data.lexicon import COLOURS, COUNTRIES
+from aqaa.eval.harness import read_manifest
 
 _CONTINENTS = "|".join(sorted({c for _, _, c in COUNTRIES}))
 _COLOURS = "|".join(sorted({c for _, c in COLOURS}))
@@ -31,10 +32,6 @@ FORMS = {  # the skeleton of each question type's answer (`aqaa.data.spokenqa`)
     "next_day": r" comes after ", "previous_day": r" comes before ",
     "next_month": r" comes after ", "previous_month": r" comes before ",
 }
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def tally(run: Path, trained: set[str], expected: dict[str, str]) -> Counter:
@@ -61,8 +58,8 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, action="append", required=True,
                     help="a manifest the runs evaluated (repeat the option for several)")
     args = ap.parse_args()
-    trained = {t["answer"]["text"] for item in _lines(args.train) for t in item["turns"]}
-    expected = {item["id"]: item["answer_text"] for m in args.manifest for item in _lines(m)}
+    trained = {t["answer"]["text"] for item in read_manifest(args.train)[1] for t in item["turns"]}
+    expected = {item["id"]: item["answer_text"] for m in args.manifest for item in read_manifest(m)[1]}
     print("| run | knowledge + reasoning correct | answer of the asked form | wrong: a training answer | "
           "correct, answer in training | correct, answer not in training |\n|---|---|---|---|---|---|")
     for run in args.runs:

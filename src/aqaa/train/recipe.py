@@ -167,19 +167,20 @@ class Recipe:
 
     def done(self, stage: str) -> bool:
         if stage == "data":
-            path = self.paths["data"]
-            made = json.loads(path.read_text()) if path.exists() else {}
-            return (made.get("n"), made.get("hearing", 0), made.get("answers", False),
-                    made.get("version", 1)) == self._data_key()
+            return self._made_for_this_data(self.paths["data"], n_default=None)
         if stage == "tokens":  # the cache covers the data it was made for (data grown later re-runs the stage)
-            path = self.paths["tokens"]
-            made = json.loads(path.read_text()) if path.exists() else {}
-            return (made.get("n", self.cfg.n), made.get("hearing", 0), made.get("answers", False),
-                    made.get("version", 1)) == self._data_key()
+            return self._made_for_this_data(self.paths["tokens"], n_default=self.cfg.n)
         if stage == "sft" and self.cfg.sft_rounds:
             path = self.paths["sft"]
             return path.exists() and json.loads(path.read_text()) == self._soup_key()
         return self.paths[stage].exists()
+
+    def _made_for_this_data(self, path: Path, n_default: int | None) -> bool:
+        """Whether the record at `path` (synth.json, tokens/done.json) was written for the data this preset makes;
+        `n_default` stands in for a record without `n` (token caches made before it was recorded)."""
+        made = json.loads(path.read_text()) if path.exists() else {}
+        return (made.get("n", n_default), made.get("hearing", 0), made.get("answers", False),
+                made.get("version", 1)) == self._data_key()
 
     def _data_key(self) -> tuple[int, int, bool, int]:
         from aqaa.data.synth import SYNTH_VERSION
