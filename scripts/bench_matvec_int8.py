@@ -43,7 +43,8 @@ def main() -> None:
     x16 = {n: x.half() for n, x in inputs.items()}
     xb = {n: x.bfloat16() for n, x in inputs.items()}
     result = {
-        "float16_ms_per_token": round(per_token_ms(lambda: [torch.nn.functional.linear(x16[w.shape[1]], w) for w in fp16]), 2),
+        "float16_ms_per_token": round(per_token_ms(
+            lambda: [torch.nn.functional.linear(x16[w.shape[1]], w) for w in fp16]), 2),
         "int8_weight_only_ms_per_token": round(per_token_ms(
             lambda: [torch._weight_int8pack_mm(xb[w.shape[1]], w, s) for w, s in int8]), 2),
         "threads": args.threads, "torch": torch.__version__, "what": "30 layers' matrix-vector products, one token",

@@ -1,4 +1,4 @@
-"""Can the pretrained backbone *compose* SpokenQA answers? Fine-tune SmolLM2-135M-Instruct on the training dialogues' text.
+"""Can the pretrained backbone *compose* SpokenQA answers? Fine-tune SmolLM2-135M-Instruct on the dialogues' text.
 
     .venv/bin/python scripts/finetune_backbone_text.py --train data/spokenqa/train.jsonl --steps 150 \
         --out runs/bb-text-ft
@@ -25,16 +25,12 @@ from tqdm import tqdm
 
 from aqaa.eval.harness import read_manifest
 from aqaa.lm.smollm2 import load_smollm2
-
-CATEGORIES = ("knowledge", "reasoning", "multi_turn")
+from probe_backbone_text import CATEGORIES, chat_of  # the same chat the probe asks (scripts/ is on the path)
 
 
 def example(tok, item: dict) -> tuple[list[int], list[int]]:
     """Token ids of the whole chat and labels that keep only the final answer (-100 elsewhere)."""
-    messages = []
-    for turn in item.get("context") or []:
-        messages += [{"role": "user", "content": turn["text"]}, {"role": "assistant", "content": turn["answer_text"]}]
-    messages.append({"role": "user", "content": item["text"]})
+    messages = chat_of(item)
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
     full = tok.apply_chat_template(messages + [{"role": "assistant", "content": item["answer_text"]}],
                                    tokenize=True, return_dict=True)["input_ids"]
@@ -61,7 +57,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep-layers", type=int, default=0, help="keep the first N-1 decoder layers and the last (0: all)")
+    ap.add_argument("--keep-layers", type=int, default=0,
+                    help="keep the first N-1 decoder layers and the last (0: all)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -72,7 +69,8 @@ def main() -> None:
     model.train()
     data = [example(tok, it) for it in read_manifest(args.train)[1] if it["category"] in CATEGORIES]
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
+    warm_cosine = lambda s: min(1.0, (s + 1) / 10) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warm_cosine)
     rng, log, t0 = random.Random(args.seed), [], time.time()
     for step in tqdm(range(args.steps), desc="fine-tune"):
         batch = rng.sample(data, args.batch)

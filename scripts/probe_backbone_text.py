@@ -8,8 +8,9 @@ this measures what the backbone knows on its own: each knowledge / reasoning / m
 (earlier turns with their reference answers, then the question; no audio, no hearing errors), answered greedily,
 and judged by the eval's own `judge_answer`. Speech control and voice understanding need the audio and are left
 out. Also counted: the knowledge / reasoning items whose answer no training dialogue says (new sums, differences:
-only a model that composes answers gets these; the shipped LM, from audio, 0 of 30 on the test split). `--shots K` prefixes K training dialogues of the same question type (the answer form), `--model` takes a
-fine-tuned copy (a folder of `save_pretrained`).
+only a model that composes answers gets these; the shipped LM, from audio, 0 of 30 on the test split).
+`--shots K` prefixes K training dialogues of the same question type (the answer form), `--model` takes a fine-tuned
+copy (a folder of `save_pretrained`, e.g. from `scripts/finetune_backbone_text.py`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def main() -> None:
     for it in tqdm(items, desc="typed questions"):
         text = answer(model, tok, shots_for(it, pool, args.shots, rng) + chat_of(it))
         rows.append({"id": it["id"], "category": it["category"], "qtype": it["qtype"], "question": it["text"],
-                     "accepted": it["answer"], "said": text, "correct": bool(judge_answer(it, text, text)["answer_correct"]),
+                     "accepted": it["answer"], "said": text,
+                     "correct": bool(judge_answer(it, text, text)["answer_correct"]),
                      "answer_in_training": normalize(it["answer_text"]) in trained_answers})
     by_cat = {c: [r["correct"] for r in rows if r["category"] == c] for c in CATEGORIES}
     by_type = collections.defaultdict(list)

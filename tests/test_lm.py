@@ -393,3 +393,39 @@ def test_audio_noise_swaps_only_read_audio_codes_within_their_stream(tiny_lm):
     lo, hi = v.l_range
     assert torch.equal((noisy >= lo) & (noisy < hi), (ids >= lo) & (ids < hi))  # each code keeps its stream
     assert torch.equal(noisy, noise_read_audio(ids, labels, v, 0.3, torch.Generator().manual_seed(0)))
+
+
+def test_smollm2_lora_trains_and_saves_only_its_delta(tiny_corpus, tmp_path):
+    """`lm.lora_rank`: stage 1 and 2 train adapters + the new embedding rows; the folder holds the delta alone (no
+    full weights), the base text rows stay the bundled ones, stage 2 goes on from stage 1's adapters, and the merged
+    model (plain Linears, for decoding) gives the unmerged model's logits."""
+    from aqaa.lm.lora import DELTA_FILE
+    from aqaa.lm.smollm2 import load_smollm2
+    from aqaa.train.lm import stage_config, train_stage
+
+    with pytest.raises(ValueError, match="pretrained"):
+        AudioLM.create(dataclasses.replace(PRESETS["tiny"], lora_rank=4), ["some text"] * 10)
+    over = ["steps=2", "batch=2", "max_len=256", "warmup=1", "lr=1e-3", "log_every=1", "ckpt_every=2",
+            'mix={"single_turn": 1.0}', "seed=3", "lm.lora_rank=4"]
+    args = (tiny_corpus["data"], tiny_corpus["tokens"], tmp_path)
+    first = train_stage(stage_config("stage1", "smollm2", over), *args)
+    second = train_stage(stage_config("stage2", "smollm2", over[:-2] + ["seed=4", "lm.lora_rank=4"]), *args)
+    rows = lambda s: [json.loads(x)["loss"] for x in (tmp_path / s / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows("stage2")[0] < rows("stage1")[0]
+    for folder in (first, second):
+        assert (folder / DELTA_FILE).is_file() and not (folder / "model.safetensors").exists()
+        assert (folder / DELTA_FILE).stat().st_size < 10e6  # new rows 5.9 MB + 4 ranks of adapters
+    lm = AudioLM.load(second, merged=False)
+    base, _ = load_smollm2()
+    n = lm.vocab.text_size
+    assert torch.equal(lm.model.get_input_embeddings().weight[:n], base.get_input_embeddings().weight)
+    parts = build_parts(tiny_corpus["data"], json_tokens(tiny_corpus["tokens"]), lm.vocab, lm.cfg.rhythm)
+    x = collate(parts["single_turn"][:1], lm.vocab.ctrl["pad"], 64)["input_ids"]
+    merged = AudioLM.load(second)
+    assert type(merged.model.model.layers[0].self_attn.q_proj) is torch.nn.Linear and merged.cfg.lora_rank == 0
+    with torch.no_grad():
+        assert (lm.model(x).logits - merged.model(x).logits).abs().max() < 1e-3
+    from safetensors.torch import load_file
+
+    trained = [v for k, v in load_file(second / DELTA_FILE).items() if "lora_B" in k]
+    assert len(trained) == 30 * 7 and all(v.abs().sum() > 0 for v in trained)  # zero at the start: they trained

@@ -48,6 +48,10 @@ class LMConfig:
     # heard_reader.safetensors), taken by the first stage that sets this: later stages train the live encoder
     # without moving what the model reads
     heard_reader: bool = False
+    # > 0 (pretrained backbones only): train the decoder as LoRA adapters of this rank plus the new embedding rows,
+    # and save only that delta over the bundled weights (`aqaa/lm/lora.py`); loading for inference merges it
+    lora_rank: int = 0
+    lora_alpha: float = 0.0  # 0: twice the rank
     rhythm: AnswerRhythm = field(default_factory=AnswerRhythm)
 
     @classmethod
@@ -100,9 +104,16 @@ class AudioLM:
 
             model, hf_tok = load_smollm2()
             vocab = Vocab(extend_tokenizer(hf_tok))
+            base_rows = model.get_input_embeddings().num_embeddings
             model.resize_token_embeddings(vocab.size, mean_resizing=True)
+            if cfg.lora_rank:
+                from aqaa.lm.lora import add_lora
+
+                add_lora(model, cfg.lora_rank, cfg.lora_alpha, base_rows)
             model.train()
             return cls(model, vocab, cfg).with_heard_encoder(cfg.heard_encoder)
+        if cfg.lora_rank:
+            raise ValueError("lora_rank trains a delta over pretrained weights: it needs a pretrained preset (smollm2)")
         if vocab is None and not text_lines:
             raise ValueError(f"preset {cfg.name!r} trains its own text tokenizer: give it text lines")
         vocab = vocab or Vocab(extend_tokenizer(train_text_tokenizer(text_lines, cfg.text_vocab)))
@@ -172,10 +183,18 @@ class AudioLM:
 
         from aqaa.lm.heard import ENCODER_FILE, LEXICON_FILE, READER_FILE
 
+        from aqaa.lm.lora import DELTA_FILE, delta_state, has_lora
+
         state = self.model.state_dict()
         encoder = {k: v for k, v in state.items() if ".encoder." in k}
         with atomic_dir(folder) as tmp:
-            if encoder:  # transformers' own file stays loadable by any Llama; the encoder goes beside it
+            if has_lora(self.model):  # only what differs from the bundled weights; the config comes with them
+                from aqaa.train.common import save_tensors
+
+                save_tensors(delta_state(self.model, self.vocab.text_size), tmp / DELTA_FILE)
+                if encoder:
+                    save_tensors(encoder, tmp / ENCODER_FILE)
+            elif encoder:  # transformers' own file stays loadable by any Llama; the encoder goes beside it
                 from aqaa.train.common import save_tensors
 
                 self.model.save_pretrained(tmp, state_dict={k: v for k, v in state.items() if k not in encoder})
@@ -193,8 +212,12 @@ class AudioLM:
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path, dtype=torch.float32) -> "AudioLM":
+    def load(cls, folder: str | Path, dtype=torch.float32, merged: bool = True) -> "AudioLM":
+        """A saved model. A LoRA delta is rebuilt over the bundled base and, unless `merged=False` (a training stage
+        that goes on training the adapters), folded into the weights."""
         from transformers import AutoModelForCausalLM
+
+        from aqaa.lm.lora import DELTA_FILE
 
         folder = Path(folder)
         if not (folder / "aqaa_lm.json").is_file():
@@ -202,11 +225,14 @@ class AudioLM:
 
             raise AqaaInputError(f"{folder}: not an aqaa LM folder (no aqaa_lm.json)")
         cfg = LMConfig.from_dict(json.loads((folder / "aqaa_lm.json").read_text()))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        vocab = Vocab.load(folder)
+        delta = folder / DELTA_FILE
+        model = (_base_for_delta(cfg, vocab) if delta.is_file()
+                 else AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype))
         from aqaa.lm.heard import LEXICON_FILE
 
         lexicon = (folder / LEXICON_FILE).read_text().split() if (folder / LEXICON_FILE).is_file() else None
-        lm = cls(model, Vocab.load(folder), cfg, lexicon)
+        lm = cls(model, vocab, cfg, lexicon)
         if cfg.heard_encoder:
             from safetensors.torch import load_file
 
@@ -223,8 +249,25 @@ class AudioLM:
             from aqaa.lm.heard import READER_FILE, HeardReader
 
             lm.heard_reader = HeardReader.from_tensors(load_file(folder / READER_FILE), lm.vocab.l_range[0])
+        if delta.is_file():
+            from safetensors.torch import load_file
+
+            from aqaa.lm.lora import load_delta
+
+            load_delta(model, load_file(delta), vocab.text_size)
+            if merged:
+                lm.merge_lora()
+            model.to(dtype)
         model.eval()
         return lm
+
+    def merge_lora(self) -> "AudioLM":
+        """Fold LoRA adapters into the weights: a plain model (saved in full from now on)."""
+        from aqaa.lm.lora import merge_lora
+
+        merge_lora(self.model)
+        self.cfg.lora_rank = 0
+        return self
 
     @torch.no_grad()
     def seed_linguistic_embeddings(self, centroids: torch.Tensor) -> None:
@@ -243,3 +286,19 @@ class AudioLM:
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+def _base_for_delta(cfg: LMConfig, vocab: Vocab):
+    """The bundled backbone a LoRA delta was trained over, resized to the saved vocabulary, adapters injected."""
+    if cfg.pretrained != "smollm2" or not cfg.lora_rank:
+        raise ValueError(f"a LoRA delta needs the smollm2 backbone and lora_rank, not {cfg.pretrained!r} / "
+                         f"{cfg.lora_rank}")
+    from aqaa.lm.lora import add_lora
+    from aqaa.lm.smollm2 import load_smollm2
+
+    model, _ = load_smollm2()
+    if model.get_input_embeddings().num_embeddings != vocab.text_size:
+        raise ValueError(f"the bundled backbone has {model.get_input_embeddings().num_embeddings} text rows, the saved "
+                         f"vocabulary {vocab.text_size}")
+    model.resize_token_embeddings(vocab.size, mean_resizing=False)
+    return add_lora(model, cfg.lora_rank, cfg.lora_alpha, vocab.text_size)

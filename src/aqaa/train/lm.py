@@ -24,6 +24,7 @@ from aqaa.data.tokens import load_tokens
 from aqaa.data.voices import Style
 from aqaa.lm.format import AnswerRhythm, Reader, Sequence, answer_ids, dialogue, document, read_once, typed_turn
 from aqaa.lm.heard import heard_ctc_loss, mask_heard_labels
+from aqaa.lm.lora import has_lora
 from aqaa.lm.model import PRESETS, AudioLM, LMConfig
 from aqaa.lm.vocab import Vocab
 from aqaa.train.common import Metrics, apply_overrides, load_checkpoint, save_checkpoint_on_main, shard_model
@@ -389,7 +390,7 @@ def _init_model(cfg: StageConfig, out: Path, data_dir: Path, vocab: Vocab | None
 
         raise AqaaInputError(f"{cfg.stage} starts from {prev}: " + (
             "not a model folder" if cfg.init else f"run `aqaa train pretrain` for {PREVIOUS[cfg.stage]} first"))
-    lm = AudioLM.load(prev)
+    lm = AudioLM.load(prev, merged=False)  # a LoRA model goes on training its adapters
     lm.cfg.name, lm.cfg.rhythm = cfg.lm.name, cfg.lm.rhythm  # the answer format is the stage's (preset + overrides)
     if cfg.lm.heard_encoder:  # a later stage may add the encoder (it starts as a no-op), its CTC head, or switch
         # where its output goes; a stage that names the encoder sets these from its own settings
@@ -518,13 +519,20 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         lm.model.to(acc.device)  # (a resumed run's checkpoint holds the warmed encoder; a later stage's is trained)
         warm_heard_encoder(lm, parts, cfg, acc.device)
     sharded = cfg.fsdp and acc.num_processes > 1  # FSDP over one process is the plain model
+    if sharded and has_lora(lm.model):
+        from aqaa.errors import AqaaInputError
+
+        raise AqaaInputError("fsdp=true does not take LoRA adapters yet (lm.lora_rank): use DDP, the default")
     if sharded:
         shard_model(lm.model, cfg.mixed_precision)  # before the optimizer: it must hold the sharded parameters
     if acc.is_main_process:
         (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
-    decay = [p for n, p in lm.model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in lm.model.named_parameters() if p.ndim < 2]
+    # (LoRA: the embedding's frozen base rows must not decay either; `aqaa.lm.lora.add_lora`)
+    lora = has_lora(lm.model)
+    decay_it = lambda n, p: p.ndim >= 2 and not (lora and "embed_tokens" in n)  # noqa: E731
+    decay = [p for n, p in lm.model.named_parameters() if decay_it(n, p)]
+    no_decay = [p for n, p in lm.model.named_parameters() if not decay_it(n, p)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(cfg, s))
