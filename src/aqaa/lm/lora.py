@@ -39,11 +39,15 @@ def has_lora(model: torch.nn.Module) -> bool:
     return any("lora_" in name for name, _ in model.named_parameters())
 
 
+def in_delta(key: str) -> bool:
+    """Whether a state-dict entry is one the delta carries: adapters and norms (the heard encoder is saved apart)."""
+    return ("lora_" in key or "norm" in key) and ".encoder." not in key
+
+
 def delta_state(model: torch.nn.Module, base_rows: int) -> dict[str, torch.Tensor]:
-    """What differs from the base: adapters, norms and the new embedding rows (not the heard encoder, saved apart),
-    in float16 (their values are small; merged logits move by ~1e-3)."""
-    state = {k: v for k, v in model.state_dict().items()
-             if ("lora_" in k or "norm" in k) and ".encoder." not in k}
+    """What differs from the base: `in_delta` entries and the new embedding rows, in float16 (their values are
+    small; merged logits move by ~1e-3)."""
+    state = {k: v for k, v in model.state_dict().items() if in_delta(k)}
     state[ROWS_KEY] = model.get_input_embeddings().weight[base_rows:]
     return {k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}  # fp16: half the size
 
@@ -58,7 +62,7 @@ def load_delta(model: torch.nn.Module, delta: dict[str, torch.Tensor], base_rows
     emb[base_rows:] = rows.to(emb.dtype)
     state = model.state_dict()
     wrong = sorted(k for k in delta if k not in state or state[k].shape != delta[k].shape)
-    missing = sorted(k for k in state if ("lora_" in k or "norm" in k) and ".encoder." not in k and k not in delta)
+    missing = sorted(k for k in state if in_delta(k) and k not in delta)
     if wrong or missing:
         raise ValueError(f"delta does not fit the model: unexpected {wrong[:3]}, missing {missing[:3]}")
     model.load_state_dict({k: v.to(state[k].dtype) for k, v in delta.items()}, strict=False)

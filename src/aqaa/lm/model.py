@@ -179,32 +179,24 @@ class AudioLM:
 
     def save(self, folder: str | Path) -> Path:
         """save_pretrained into a temp folder, then swap it in (a killed save leaves the old model intact)."""
-        from aqaa.paths import atomic_dir
-
         from aqaa.lm.heard import ENCODER_FILE, LEXICON_FILE, READER_FILE
-
         from aqaa.lm.lora import DELTA_FILE, delta_state, has_lora
+        from aqaa.paths import atomic_dir
+        from aqaa.train.common import save_tensors
 
         state = self.model.state_dict()
         encoder = {k: v for k, v in state.items() if ".encoder." in k}
         with atomic_dir(folder) as tmp:
             if has_lora(self.model):  # only what differs from the bundled weights; the config comes with them
-                from aqaa.train.common import save_tensors
-
                 save_tensors(delta_state(self.model, self.vocab.text_size), tmp / DELTA_FILE)
-                if encoder:
-                    save_tensors(encoder, tmp / ENCODER_FILE)
             elif encoder:  # transformers' own file stays loadable by any Llama; the encoder goes beside it
-                from aqaa.train.common import save_tensors
-
                 self.model.save_pretrained(tmp, state_dict={k: v for k, v in state.items() if k not in encoder})
-                save_tensors(encoder, tmp / ENCODER_FILE)
             else:
                 self.model.save_pretrained(tmp)
+            if encoder:
+                save_tensors(encoder, tmp / ENCODER_FILE)
             self.vocab.hf.save_pretrained(tmp)
             if self.heard_reader is not None:
-                from aqaa.train.common import save_tensors
-
                 save_tensors(self.heard_reader.state_dict(), tmp / READER_FILE)
             if self.lexicon:
                 (tmp / LEXICON_FILE).write_text("\n".join(self.lexicon) + "\n")

@@ -519,7 +519,8 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         lm.model.to(acc.device)  # (a resumed run's checkpoint holds the warmed encoder; a later stage's is trained)
         warm_heard_encoder(lm, parts, cfg, acc.device)
     sharded = cfg.fsdp and acc.num_processes > 1  # FSDP over one process is the plain model
-    if sharded and has_lora(lm.model):
+    lora = has_lora(lm.model)
+    if sharded and lora:
         from aqaa.errors import AqaaInputError
 
         raise AqaaInputError("fsdp=true does not take LoRA adapters yet (lm.lora_rank): use DDP, the default")
@@ -529,7 +530,6 @@ def train_stage(cfg: StageConfig, data_dir: str | Path, tokens_path: str | Path,
         (folder / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
     # (LoRA: the embedding's frozen base rows must not decay either; `aqaa.lm.lora.add_lora`)
-    lora = has_lora(lm.model)
     decay_it = lambda n, p: p.ndim >= 2 and not (lora and "embed_tokens" in n)  # noqa: E731
     decay = [p for n, p in lm.model.named_parameters() if decay_it(n, p)]
     no_decay = [p for n, p in lm.model.named_parameters() if not decay_it(n, p)]
