@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--groups", type=int, default=60)
     ap.add_argument("--out", default="reports/lm_speed.json")
-    ap.add_argument("--step", default="float16", choices=["modules", "float32", "float16"],
+    ap.add_argument("--step", default="float16", choices=["modules", "float32", "float16", "int8", "int4"],
                     help="one-token steps through the modules, or packed copies of this dtype (as `aqaa chat`)")
     args = ap.parse_args()
     if args.model:

@@ -10,7 +10,9 @@ and judged by the eval's own `judge_answer`. Speech control and voice understand
 out. Also counted: the knowledge / reasoning items whose answer no training dialogue says (new sums, differences:
 only a model that composes answers gets these; the shipped LM, from audio, 0 of 30 on the test split).
 `--shots K` prefixes K training dialogues of the same question type (the answer form), `--model` takes a fine-tuned
-copy (a folder of `save_pretrained`, e.g. from `scripts/finetune_backbone_text.py`).
+copy (a folder of `save_pretrained`, e.g. from `scripts/finetune_backbone_text.py`). `--step int4` answers through
+the engine's own one-token step (`aqaa.lm.decode.LlamaDecoder`, weights packed in that dtype) instead of
+transformers' generate: what quantized steps cost in answers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from aqaa.eval.harness import read_manifest
 from aqaa.eval.judge import judge_answer
 from aqaa.eval.text import normalize
+from aqaa.lm.decode import STEP_DTYPES, LlamaDecoder
 from aqaa.lm.smollm2 import load_smollm2
 
 CATEGORIES = ("knowledge", "reasoning", "multi_turn")
@@ -56,6 +59,21 @@ def answer(model, tok, messages: list[dict], max_new_tokens: int = 32) -> str:
     return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
+@torch.inference_mode()
+def answer_stepwise(decoder, tok, messages: list[dict], max_new_tokens: int = 32) -> str:
+    """Greedy answer through the engine's decoder: the prompt through the modules, then packed one-token steps."""
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    cache, out = decoder.new_cache(), []
+    logits = decoder.forward(list(ids), cache)
+    while len(out) < max_new_tokens:
+        token = int(logits.argmax())
+        if token == tok.eos_token_id:
+            break
+        out.append(token)
+        logits = decoder.forward([token], cache)
+    return tok.decode(out, skip_special_tokens=True).strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", required=True)
@@ -64,6 +82,8 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=0)
     ap.add_argument("--train", default="data/spokenqa/train.jsonl", help="the shots and the trained answers")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--step", default="hf", choices=["hf", *STEP_DTYPES],
+                    help="hf: transformers' generate; else the engine's step with weights packed in that dtype")
     args = ap.parse_args()
 
     torch.set_num_threads(2)
@@ -73,6 +93,7 @@ def main() -> None:
         model, tok = AutoModelForCausalLM.from_pretrained(args.model).eval(), AutoTokenizer.from_pretrained(args.model)
     else:
         model, tok = load_smollm2()
+    decoder = None if args.step == "hf" else LlamaDecoder(model).pack(STEP_DTYPES[args.step])
     _, items = read_manifest(args.manifest)
     items = [it for it in items if it["category"] in CATEGORIES]
     train = read_manifest(args.train)[1]
@@ -83,7 +104,8 @@ def main() -> None:
             pool[ex["qtype"]].append(ex)
     rng, rows, t0 = random.Random(args.seed), [], time.time()
     for it in tqdm(items, desc="typed questions"):
-        text = answer(model, tok, shots_for(it, pool, args.shots, rng) + chat_of(it))
+        messages = shots_for(it, pool, args.shots, rng) + chat_of(it)
+        text = answer(model, tok, messages) if decoder is None else answer_stepwise(decoder, tok, messages)
         rows.append({"id": it["id"], "category": it["category"], "qtype": it["qtype"], "question": it["text"],
                      "accepted": it["answer"], "said": text,
                      "correct": bool(judge_answer(it, text, text)["answer_correct"]),
@@ -95,6 +117,7 @@ def main() -> None:
     new = [r["correct"] for r in rows if r["category"] != "multi_turn" and not r["answer_in_training"]]
     summary = {
         "model": args.model or "SmolLM2-135M-Instruct (bundled)", "manifest": args.manifest, "shots": args.shots,
+        "step": args.step,
         "n": len(rows), "correct": round(sum(r["correct"] for r in rows) / max(len(rows), 1), 3),
         "by_category": {c: {"n": len(v), "correct": round(sum(v) / max(len(v), 1), 3)} for c, v in by_cat.items()},
         "answer_not_in_training": f"{sum(new)}/{len(new)}",

@@ -113,3 +113,36 @@ def test_packed_steps_give_the_same_logits(kv_heads, encoder, dtype):
     assert not torch.allclose(packed.forward([5], c_packed.copy()), plain.forward([5], c_plain.copy()))
     packed.pack(dtype)
     torch.testing.assert_close(packed.forward([5], c_packed), plain.forward([5], c_plain), **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int4])
+def test_quantized_steps_stay_close(dtype):
+    """int8 / int4 packed steps (weight-only, for big backbones) keep the next-token distribution: argmax and a small
+    KL against the exact fp32 step; int4 rounds in groups of 32 inputs and pads rows to its kernel's 16."""
+    from aqaa.lm.decode import Int4Matrix, Int8Matrix
+
+    cfg = dataclasses.replace(PRESETS["tiny"], heads=4, kv_heads=2, hidden=64)
+    lm = AudioLM.create(cfg, LINES, seed=3)
+    lm.model.eval()
+    torch.manual_seed(0)
+    prompt = torch.randint(0, lm.vocab.size, (60,)).tolist()
+    steps = torch.randint(0, lm.vocab.size, (40,)).tolist()
+    exact, quant = LlamaDecoder(lm.model).pack(torch.float32), LlamaDecoder(lm.model).pack(dtype)
+    kind = Int8Matrix if dtype == torch.int8 else Int4Matrix
+    assert all(isinstance(m, kind) for m in (quant.packed[0].qkv, quant.packed[0].down))
+    c_exact, c_quant = exact.new_cache(), quant.new_cache()
+    exact.forward(prompt, c_exact), quant.forward(prompt, c_quant)
+    agree, kl = 0, 0.0
+    for token in steps:
+        a, b = exact.forward([token], c_exact), quant.forward([token], c_quant)
+        agree += int(a.argmax() == b.argmax())
+        kl += float(torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True, reduction="sum"))
+    assert agree >= 0.9 * len(steps) and kl / len(steps) < 1e-2
+    # a head block of an odd number of rows (the kernel tiles 16) and inputs not in whole groups (int8 instead)
+    w = torch.randn(37, 64)
+    m = Int4Matrix.quantize(w)
+    x = torch.randn(1, 64)
+    assert m.mv(x).shape == (1, 37)
+    torch.testing.assert_close(m.mv(x), x @ w.t(), atol=0.1 * float((x @ w.t()).abs().max()), rtol=0)
+    quant._dtype = torch.int4
+    assert isinstance(quant._layout(torch.randn(16, 40)), Int8Matrix)

@@ -77,3 +77,38 @@ def test_assemble_refuses_extra_keys_that_shadow_the_parts(tiny_model, tmp_path)
     assert not (tmp_path / "m").exists()
     made = assemble_model(tmp_path / "m", *parts, extra={"vocoder_run": "runs/other"})
     assert json.loads((made / "aqaa.json").read_text())["vocoder"] == "vocoder"
+
+
+def test_listening_while_spoken_answers_as_the_whole_turn_does(tiny_model, speech):
+    """`listen` in pieces (120 ms, and an odd 1,000 samples) feeds the KV cache as the turn comes in, and then answers
+    exactly as a whole-turn session given the same (streamed) tokens: same ids in the history, same answers over two
+    turns of one cache. `stream_answer()` with nothing heard is a clear error."""
+    import pytest
+
+    from aqaa.errors import AqaaInputError
+    from aqaa.serve.engine import AqaaSession
+    from aqaa.tokenizer.model import stream_encode
+
+    samples, _ = speech
+    for piece in (1920, 1000):
+        whole = AqaaSession(tiny_model)  # the whole turn at once, tokenized as the streaming encoder does
+        tok = whole.tokenizer
+        whole.tokenizer = type("Streamed", (), {"encode": staticmethod(lambda x: stream_encode(tok, x, piece))})()
+        expected = [whole.answer(samples).text, whole.answer(samples).text]
+        s = AqaaSession(tiny_model)
+        fed = []
+        for i in range(0, len(samples), piece):
+            s.listen(samples[i: i + piece])
+            fed.append(s.state.n_past)
+        assert s.heard_so_far.prefilled and fed[-1] > fed[0] >= 3  # fed as it came, not at the end
+        assert len(b"".join(s.stream_answer())) > 0
+        q, a = s.history[0]
+        assert q == whole.history[0][0] and s.state.n_past == len(q) + len(a) + 6  # bos user a_start .. a_end end asst
+        assert s.last_text == expected[0]
+        if piece == 1920:  # `answer()` of a session that listens in 120 ms pieces: the same, both turns
+            listened = AqaaSession(tiny_model, listen_ms=120)
+            results = [listened.answer(samples), listened.answer(samples)]
+            assert [r.text for r in results] == expected and listened.history == whole.history
+            assert results[1].timeline["listen_chunk_ms_max"] > 0
+    with pytest.raises(AqaaInputError, match="listen"):
+        list(AqaaSession(tiny_model).stream_answer())

@@ -156,7 +156,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         raise AqaaInputError(f"{args.manifest}: no such manifest")
     from aqaa.serve.chat import open_session
 
-    factory = lambda: open_session(args.model, args.engine)  # noqa: E731
+    factory = lambda: open_session(args.model, args.engine, args.listen_ms)  # noqa: E731
     records = run_eval(args.manifest, args.out, factory, args.engine, args.limit)
     runs = {args.label or (records[0].get("engine", args.engine) if records else args.engine): records}
     items = read_manifest(args.manifest)[1]
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--compare", nargs="*", help="other eval output folders to report side by side (LABEL=DIR names "
                                                 "a column)")
     e.add_argument("--label", help="column name of this run in the report (default: the engine)")
+    e.add_argument("--listen-ms", type=int, default=None,
+                   help="aqaa hears each query in pieces of N ms as if spoken, first audio timed from its end")
     e.set_defaults(func=_cmd_eval)
 
     t = sub.add_parser("tokenize", help="audio -> linguistic + semantic tokens (SPEC JSON with --json)")

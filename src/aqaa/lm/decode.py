@@ -47,6 +47,11 @@ class KVCache:
         self.keys, self.values, self.length = [], [], 0
 
 
+# what `LlamaDecoder.pack` takes (and an aqaa model folder's `step_dtype` names)
+STEP_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8,
+               "int4": torch.int4}
+
+
 def fast_path_supported(model) -> bool:
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or {}
@@ -88,10 +93,13 @@ class LlamaDecoder:
         ~1.5x faster than the modules' own [out, in] Linears on this 2-core CPU and give the same logits; fp16
         copies (output-major, where torch's fp16 matrix-vector kernel is fast; fp32 accumulation) read ~4x faster
         and move a logit by <= 0.02 (the answers of the 200 SpokenQA test items stayed as good: reports/
-        decode_speed.md). Prompts (many tokens at once) still go through the modules in fp32. The copies are not
-        updated: `pack()` again after the weights change."""
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"pack() takes float32, float16 or bfloat16, not {dtype}")
+        decode_speed.md). int8 / int4: weight-only quantized copies (per row / per group of 32 inputs) read by
+        torch's CPU kernels with bf16 activations: a half / a quarter of fp16's bytes, for backbones whose
+        weight reads, not Python, bound a step (`smollm2`: reports/decode_quantized.md). Prompts (many tokens at
+        once) still go through the modules in fp32. The copies are not updated: `pack()` again after the
+        weights change."""
+        if dtype not in STEP_DTYPES.values():
+            raise ValueError(f"pack() takes one of {', '.join(STEP_DTYPES)}, not {dtype}")
         self._input_major, self._dtype = dtype == torch.float32, dtype
 
         def fused(*weights: torch.Tensor) -> torch.Tensor:  # [out, in] modules -> one matrix in the step's layout
@@ -161,12 +169,18 @@ class LlamaDecoder:
             logits[lo:hi] = F.linear(x, head.weight[lo:hi])[0]
         return logits
 
-    def _layout(self, w: torch.Tensor) -> torch.Tensor:
+    def _layout(self, w: torch.Tensor) -> "torch.Tensor | Int8Matrix | Int4Matrix":
         """An [out, in] weight as the packed step reads it."""
+        if self._dtype == torch.int4 and w.shape[1] % Int4Matrix.GROUP == 0:
+            return Int4Matrix.quantize(w)
+        if self._dtype in (torch.int8, torch.int4):  # int4's kernel needs inputs in whole groups: int8 otherwise
+            return Int8Matrix.quantize(w)
         return (w.t() if self._input_major else w).contiguous().to(self._dtype)
 
-    def _mv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _mv(self, x: torch.Tensor, w: "torch.Tensor | Int8Matrix | Int4Matrix") -> torch.Tensor:
         """x [1, in] (fp32) times a packed matrix; the result in fp32."""
+        if isinstance(w, (Int8Matrix, Int4Matrix)):
+            return w.mv(x)
         x = x.to(self._dtype)
         return (x @ w if self._input_major else F.linear(x, w)).float()
 
@@ -208,13 +222,71 @@ class LlamaDecoder:
 
 
 @dataclass
+class Int8Matrix:
+    """An [out, in] weight as int8 rows and one bf16 scale per row (symmetric, max-abs): what
+    `torch._weight_int8pack_mm` reads. Rounding moves each weight by at most half a step of its row's scale."""
+
+    weight: torch.Tensor  # [out, in] int8
+    scale: torch.Tensor  # [out] bf16
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor) -> "Int8Matrix":
+        w = w.detach().float()
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).to(torch.bfloat16)  # rounded first: q uses the same
+        q = (w / scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+        return cls(q, scale)
+
+    def mv(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scale).float()
+
+
+@dataclass
+class Int4Matrix:
+    """An [out, in] weight as 4-bit codes, asymmetric per group of 32 inputs (a bf16 scale and offset each), in
+    torch's packed CPU layout; rows padded to a multiple of 16 (the kernel's tile), cut off again after the product."""
+
+    GROUP = 32
+    weight: torch.Tensor  # packed by aten._convert_weight_to_int4pack_for_cpu
+    scales_zeros: torch.Tensor  # [in / GROUP, padded out, 2] bf16: w = (code - 8) * scale + zero
+    out_features: int
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor) -> "Int4Matrix":
+        w = w.detach().float()
+        out, inp = w.shape
+        w = torch.cat([w, w.new_zeros(-out % 16, inp)])
+        groups = w.view(w.shape[0], inp // cls.GROUP, cls.GROUP)
+        best = None
+        for shrink in (1.0, 0.95, 0.9, 0.85, 0.8, 0.75):  # clip each group's range where that rounds it best
+            low, high = groups.amin(-1) * shrink, groups.amax(-1) * shrink
+            scale = ((high - low) / 15).clamp(min=1e-8).to(torch.bfloat16).float()
+            codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15)
+            err = ((codes * scale[..., None] + low[..., None] - groups) ** 2).sum(-1)
+            if best is None:
+                best = [err, low, scale, codes]
+            else:
+                better = err < best[0]
+                best = [torch.where(better, err, best[0]), torch.where(better, low, best[1]),
+                        torch.where(better, scale, best[2]), torch.where(better[..., None], codes, best[3])]
+        _, low, scale, codes = best
+        zero = low + 8 * scale  # the kernel computes (code - 8) * scale + zero
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).view(w.shape[0], inp), 1)
+        return cls(packed, torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous(), out)
+
+    def mv(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), self.weight, self.GROUP,
+                                                        self.scales_zeros)
+        return y[:, : self.out_features].float()
+
+
+@dataclass
 class PackedLayer:
     """One decoder layer's weights, fused, in the single-token step's layout and dtype (`LlamaDecoder.pack`)."""
 
-    qkv: torch.Tensor
-    o: torch.Tensor
-    gate_up: torch.Tensor
-    down: torch.Tensor
+    qkv: "torch.Tensor | Int8Matrix | Int4Matrix"
+    o: "torch.Tensor | Int8Matrix | Int4Matrix"
+    gate_up: "torch.Tensor | Int8Matrix | Int4Matrix"
+    down: "torch.Tensor | Int8Matrix | Int4Matrix"
     input_norm: torch.Tensor
     post_norm: torch.Tensor
 

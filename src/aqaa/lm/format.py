@@ -128,13 +128,20 @@ def dialogue(vocab: Vocab, turns: list[tuple], rhythm: AnswerRhythm, train_all_a
     return seq
 
 
-def prompt(vocab: Vocab, history: list[tuple[list[int], list[int]]], query_audio: list[int],
-           reader: Reader | None = None) -> list[int]:
-    """Ids to feed before generating an answer: earlier (query audio, full answer ids) turns, then the new query."""
+def conversation_so_far(vocab: Vocab, history: list[tuple[list[int], list[int]]], reader: Reader | None = None
+                        ) -> list[int]:
+    """`<|bos|>` and the earlier (query audio, full answer ids) turns: what precedes a new user turn."""
     ids = [vocab.ctrl["bos"]]
     for q_audio, a_ids in history:
         ids += user_turn(vocab, q_audio, reader) + [vocab.ctrl["assistant"]] + a_ids
-    return ids + user_turn(vocab, query_audio, reader) + [vocab.ctrl["assistant"]]
+    return ids
+
+
+def prompt(vocab: Vocab, history: list[tuple[list[int], list[int]]], query_audio: list[int],
+           reader: Reader | None = None) -> list[int]:
+    """Ids to feed before generating an answer: earlier (query audio, full answer ids) turns, then the new query."""
+    turn = user_turn(vocab, query_audio, reader)
+    return conversation_so_far(vocab, history, reader) + turn + [vocab.ctrl["assistant"]]
 
 
 def document(vocab: Vocab, kind: str, text_ids: list[int] | None = None, audio_ids: list[int] | None = None,

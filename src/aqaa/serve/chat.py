@@ -15,9 +15,10 @@ from aqaa.errors import AqaaInputError
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 
-def open_session(model: str | None = None, engine: str = "auto"):
+def open_session(model: str | None = None, engine: str = "auto", listen_ms: int | None = None):
     """A conversation session: `engine` "cascade" is the baseline; "auto" is the model in `model` (None: the
-    shipped default), or the cascade when no model is installed."""
+    shipped default), or the cascade when no model is installed. `listen_ms`: an aqaa session hears each query in
+    pieces as it is spoken (`AqaaSession`); the cascade transcribes whole turns either way."""
     from aqaa.eval.cascade import CascadeSession
 
     if engine == "cascade":
@@ -28,7 +29,7 @@ def open_session(model: str | None = None, engine: str = "auto"):
     if (folder / "aqaa.json").exists():
         from aqaa.serve.engine import AqaaSession
 
-        return AqaaSession(folder)
+        return AqaaSession(folder, listen_ms=listen_ms)
     if model is not None:
         raise AqaaInputError(f"{model}: not an aqaa model folder (no aqaa.json)")
     print("aqaa: no aqaa model is installed; answering with the cascade baseline "

@@ -317,7 +317,8 @@ class Recipe:
         from aqaa.serve.engine import assemble_model
 
         assemble_model(self.out / "model", self.out / "tokenizer", self.out / "merge" / "model",
-                       self._vocoder_dirs()[-1] / "model", extra={"recipe": self.preset})
+                       self._vocoder_dirs()[-1] / "model",
+                       extra={"recipe": self.preset, "step_dtype": "int8"})  # reports/decode_quantized.md
 
     def _run_eval(self) -> None:
         from aqaa.eval.harness import run_eval
