@@ -21,9 +21,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from aqaa.errors import AqaaInputError
 from aqaa.eval.cascade import TurnResult
 from aqaa.lm.decode import STEP_DTYPES, LlamaDecoder, decoder_for
-from aqaa.errors import AqaaInputError
 from aqaa.lm.format import conversation_so_far, read_once, user_turn
 from aqaa.lm.format import prompt as build_prompt
 from aqaa.lm.generate import Generator, Sampling
