@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from aqaa.lm.decode import Int8Matrix
+
 HIDDEN, INTERMEDIATE, KV, LAYERS = 576, 1536, 192, 30
 SHAPES = [(HIDDEN + 2 * KV, HIDDEN), (HIDDEN, HIDDEN), (2 * INTERMEDIATE, HIDDEN), (HIDDEN, INTERMEDIATE)] * LAYERS
 
@@ -35,18 +37,14 @@ def main() -> None:
     torch.manual_seed(0)
     inputs = {n: torch.randn(1, n) for n in (HIDDEN, INTERMEDIATE)}
     fp16 = [torch.randn(o, i).half() for o, i in SHAPES]
-    int8 = []
-    for o, i in SHAPES:
-        w = torch.randn(o, i)
-        scale = w.abs().amax(1) / 127
-        int8.append(((w / scale[:, None]).round().to(torch.int8).contiguous(), scale.bfloat16()))
+    int8 = [Int8Matrix.quantize(torch.randn(o, i)) for o, i in SHAPES]  # the engine's own int8 step weights
     x16 = {n: x.half() for n, x in inputs.items()}
     xb = {n: x.bfloat16() for n, x in inputs.items()}
     result = {
         "float16_ms_per_token": round(per_token_ms(
             lambda: [torch.nn.functional.linear(x16[w.shape[1]], w) for w in fp16]), 2),
         "int8_weight_only_ms_per_token": round(per_token_ms(
-            lambda: [torch._weight_int8pack_mm(xb[w.shape[1]], w, s) for w, s in int8]), 2),
+            lambda: [torch._weight_int8pack_mm(xb[m.weight.shape[1]], m.weight, m.scale) for m in int8]), 2),
         "threads": args.threads, "torch": torch.__version__, "what": "30 layers' matrix-vector products, one token",
     }
     print(json.dumps(result, indent=1))

@@ -162,13 +162,18 @@ class AqaaSession:
         self._take_groups(heard, *heard.encoder.step(chunk))
         heard.chunk_ms.append(1000 * (time.perf_counter() - t0))
 
+    def _closing(self) -> list[int]:
+        """The ids that end a user turn and start the answer."""
+        c = self.lm.vocab.ctrl
+        return [c["audio_end"], c["end_turn"], c["assistant"]]
+
     def _open_user_turn(self) -> bool:
         """Put `<|user|> <|audio_start|>` (after the conversation so far) in the cache; False if it cannot fit."""
         v = self.lm.vocab
         opening = [v.ctrl["user"], v.ctrl["audio_start"]]
         if self.state is None:
             opening = conversation_so_far(v, self.history, self.reader) + opening
-        if (self.state.n_past if self.state else 0) + len(opening) + 3 > self._budget():
+        if (self.state.n_past if self.state else 0) + len(opening) + len(self._closing()) > self._budget():
             return False
         self.state = self.gen.feed(self.state or self.gen.new_state(), opening)
         return True
@@ -184,7 +189,7 @@ class AqaaSession:
         heard.q_ids += ids
         ids = ids + (closing or [])
         if heard.prefilled and ids:
-            if self.state.n_past + len(ids) + (0 if closing else 3) > self._budget():
+            if self.state.n_past + len(ids) + (0 if closing else len(self._closing())) > self._budget():
                 heard.prefilled, self.state = False, None  # half a turn in the cache: rebuild it at the end
             else:
                 self.gen.feed(self.state, ids)
@@ -194,9 +199,7 @@ class AqaaSession:
         heard, self.heard_so_far = self.heard_so_far, None
         if heard is None:
             raise AqaaInputError("no query: stream_answer() without samples needs listen() first")
-        v = self.lm.vocab
-        closing = [v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
-        self._take_groups(heard, *heard.encoder.step(np.zeros(0, np.float32), final=True), closing=closing)
+        self._take_groups(heard, *heard.encoder.step(np.zeros(0, np.float32), final=True), closing=self._closing())
         if not heard.q_ids:
             raise AqaaInputError("no query: nothing was heard")
         if not heard.prefilled:
