@@ -1,7 +1,7 @@
 """A token cache whose dialogue queries are tokenized as `AqaaSession.listen` hears them -> OUT/tokens.jsonl.
 
     .venv/bin/python scripts/stream_query_tokens.py --data data/spokenqa --tokens runs/recipe/tokens/tokens.jsonl \
-        --out runs/tok-stream [--tokenizer src/aqaa/assets/default/tokenizer] [--piece-ms 120]
+        --out runs/tok-stream [--tokenizer src/aqaa/assets/default/tokenizer] [--piece-ms 120] [--splits train]
 
 Why: streamed linguistic tokens agree with the offline ones on only ~52 % of positions (Whisper's encoder sees a
 1.92 s window plus 120 ms of look-ahead instead of the whole clip), and an LM trained on offline query tokens loses
@@ -33,12 +33,14 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--tokenizer", default=None, help="default: the shipped one")
     ap.add_argument("--piece-ms", type=int, default=120)
+    ap.add_argument("--splits", default="train,valid,test",
+                    help="whose queries to re-encode (SFT reads only train's; evals re-encode as they listen)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_tokens(Path(args.tokens))
-    queries = sorted({t["query"]["audio"] for split in ("train", "valid", "test")
+    queries = sorted({t["query"]["audio"] for split in args.splits.split(",")
                       for line in (data / f"{split}.jsonl").read_text().splitlines()
                       for t in json.loads(line)["turns"]})
     progress = out / "streamed.jsonl"
