@@ -1,7 +1,8 @@
 """A token cache whose dialogue queries are tokenized as `AqaaSession.listen` hears them -> OUT/tokens.jsonl.
 
     .venv/bin/python scripts/stream_query_tokens.py --data data/spokenqa --tokens runs/recipe/tokens/tokens.jsonl \
-        --out runs/tok-stream [--tokenizer src/aqaa/assets/default/tokenizer] [--piece-ms 120] [--splits train]
+        --out runs/tok-stream [--tokenizer src/aqaa/assets/default/tokenizer] [--piece-ms 120] [--splits train] \
+        [--categories voice_understanding]
 
 Why: streamed linguistic tokens agree with the offline ones on only ~52 % of positions (Whisper's encoder sees a
 1.92 s window plus 120 ms of look-ahead instead of the whole clip), and an LM trained on offline query tokens loses
@@ -9,6 +10,8 @@ Why: streamed linguistic tokens agree with the offline ones on only ~52 % of pos
 hear. Every query of every dialogue (train, valid, test) is re-encoded through the streaming encoder in pieces of
 `--piece-ms`; the answers and every other file keep their offline tokens (the vocoder reads those). Resumable:
 finished files are appended to OUT/streamed.jsonl; the cache is written at the end (temp file + rename).
+`--categories` keeps the others' queries offline (e.g. only voice-understanding queries streamed, so that a round
+on the cache does not learn recall from streamed earlier turns: session 30).
 """
 
 from __future__ import annotations
@@ -35,14 +38,20 @@ def main() -> None:
     ap.add_argument("--piece-ms", type=int, default=120)
     ap.add_argument("--splits", default="train,valid,test",
                     help="whose queries to re-encode (SFT reads only train's; evals re-encode as they listen)")
+    ap.add_argument("--categories", default=None,
+                    help="comma-separated dialogue categories to re-encode (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_tokens(Path(args.tokens))
-    queries = sorted({t["query"]["audio"] for split in args.splits.split(",")
-                      for line in (data / f"{split}.jsonl").read_text().splitlines()
-                      for t in json.loads(line)["turns"]})
+    categories = set(args.categories.split(",")) if args.categories else None
+    items = [json.loads(line) for split in args.splits.split(",")
+             for line in (data / f"{split}.jsonl").read_text().splitlines()]
+    queries = sorted({t["query"]["audio"] for item in items
+                      if categories is None or item["category"] in categories for t in item["turns"]})
+    if not queries:
+        raise SystemExit(f"no queries in splits {args.splits!r} with categories {args.categories!r}")
     progress = out / "streamed.jsonl"
     done = read_tokens(progress)
     tok = load_default_tokenizer(args.tokenizer)
