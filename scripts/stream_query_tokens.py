@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from aqaa.audio.io import load_audio
 from aqaa.data.tokens import read_tokens
+from aqaa.eval.harness import read_manifest
 from aqaa.tokenizer.model import load_default_tokenizer, stream_encode
 
 
@@ -46,8 +47,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = read_tokens(Path(args.tokens))
     categories = set(args.categories.split(",")) if args.categories else None
-    items = [json.loads(line) for split in args.splits.split(",")
-             for line in (data / f"{split}.jsonl").read_text().splitlines()]
+    items = [item for split in args.splits.split(",") for item in read_manifest(data / f"{split}.jsonl")[1]]
     queries = sorted({t["query"]["audio"] for item in items
                       if categories is None or item["category"] in categories for t in item["turns"]})
     if not queries:
@@ -65,7 +65,7 @@ def main() -> None:
             done[audio] = row
     same = [sum(a == b for a, b in zip(done[q]["linguistic"], rows[q]["linguistic"]))
             / max(len(rows[q]["linguistic"]), 1) for q in queries]
-    rows.update(done)
+    rows.update({q: done[q] for q in queries})  # not what an earlier run into OUT streamed beyond the filter
     tmp = out / "tokens.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
     os.replace(tmp, out / "tokens.jsonl")
