@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aqaa.lm.format import AnswerRhythm, answer_ids, dialogue
-from aqaa.lm.generate import Generator, Sampling, generate_answer
+from aqaa.lm.generate import AnswerGrammar, Generator, GrammarState, Sampling, generate_answer
 from aqaa.lm.model import PRESETS, AudioLM
 from aqaa.lm.vocab import CONTROL_TOKENS
 from aqaa.train.lm import build_parts, collate, fresh_model, noise_read_audio, stage_config, train_stage
@@ -73,6 +73,43 @@ def test_generation_is_well_formed_streams_groups_and_forks(tiny_lm):
     a, b = fork.copy(), fork.copy()
     assert [e.ids for e in greedy.answer(a)] == [e.ids for e in greedy.answer(b)]
     assert generate_answer(greedy, prompt)["ids"] == a.answer
+
+
+def test_grammar_never_ends_a_silent_answer(tiny_lm):
+    v = tiny_lm.vocab
+    grammar = AnswerGrammar(v, AnswerRhythm(), Sampling())
+    st = GrammarState(phase="tail")
+    assert not grammar.allowed(st)[v.ctrl["audio_end"]]  # text ended, no group yet: audio must follow
+    for token in v.audio_group_ids([1, 2], [3, 4, 5]):
+        grammar.advance(st, token)
+    assert st.groups_total == 1 and grammar.allowed(st)[v.ctrl["audio_end"]]
+
+
+def test_sampling_is_per_conversation_so_an_answer_ignores_other_conversations(tiny_lm):
+    """The eval answers items one after another on one Generator: an item's sampled answer must not depend on what
+    ran before it (a shared generator made 13 of 39 multi-turn answers change when run as a subset)."""
+    v = tiny_lm.vocab
+    gen = Generator(tiny_lm, Sampling(text_temperature=1.0, audio_temperature=1.0, max_groups=8, max_text_tokens=6,
+                                      seed=7))
+
+    def ask(groups: list[int]) -> list[int]:
+        prompt = [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *v.audio_group_ids(groups[:2], groups[2:]),
+                  v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
+        return generate_answer(gen, prompt)["ids"]
+
+    first = ask([1, 2, 3, 4, 5])
+    ask([9, 8, 7, 6, 5])  # another conversation samples in between
+    assert ask([1, 2, 3, 4, 5]) == first
+    other_seed = Generator(tiny_lm, dataclasses.replace(gen.sampling, seed=8))
+    prompt = [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *v.audio_group_ids([1, 2], [3, 4, 5]),
+              v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
+    answers = {tuple(generate_answer(Generator(tiny_lm, dataclasses.replace(gen.sampling, seed=s)), prompt)["ids"])
+               for s in range(4)}
+    assert len(answers) > 1  # the seed still matters
+    # a copied state carries its generator: both copies sample the same continuation
+    state = other_seed.feed(other_seed.new_state(), prompt)
+    a, b = state.copy(), state.copy()
+    assert [e.ids for e in other_seed.answer(a)] == [e.ids for e in other_seed.answer(b)]
 
 
 def test_transcribe_writes_only_text_and_stops_at_eos(tiny_lm, monkeypatch):

@@ -3,13 +3,16 @@
 The grammar is the chat format of `aqaa.lm.format` read as a state machine; at every step it masks the logits so
 only ids that can legally come next are sampled (`<|asr|>` heard text `<|tts|>` first when the rhythm
 transcribes the query; text or `<|text_end|>` in a text chunk; exactly `L L S S S` in
-each audio group; `<|audio_end|>` only at a group boundary after the text ended; then `<|end_turn|>`). Written by
-hand because it is the project's own format; transformers' logits processors would need the same state anyway.
+each audio group; `<|audio_end|>` only at a group boundary after the text ended and at least one group; then
+`<|end_turn|>`). Written by hand because it is the project's own format; transformers' logits processors would need
+the same state anyway.
 """
 
 from __future__ import annotations
 
 import copy
+import zlib
+from array import array
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -94,7 +97,9 @@ class AnswerGrammar:
                 return self.masks["s"]
             if st.group_pos == 1:
                 return self.masks["l"]
-            if st.phase == "tail":
+            if st.phase == "tail":  # a spoken answer is never silent: at least one group before `<|audio_end|>`
+                if st.groups_total == 0:
+                    return self.masks["l"]
                 return self.masks["audio_end" if st.groups_total >= self.sampling.max_groups else "l_or_end"]
             return self.masks["l"]
         if st.phase == "end":
@@ -154,7 +159,9 @@ class Event:
 
 @dataclass
 class DecodeState:
-    """Everything generation remembers: the KV cache over all ids so far, the grammar, the pending group."""
+    """Everything generation remembers: the KV cache over all ids so far, the grammar, the pending group, a checksum
+    of every id fed, and the conversation's own sampling generator (so what one conversation samples never moves
+    another's answers)."""
 
     cache: object = None  # aqaa.lm.decode.KVCache (or a transformers Cache on the HF fallback path)
     n_past: int = 0
@@ -162,6 +169,8 @@ class DecodeState:
     grammar: GrammarState = field(default_factory=GrammarState)
     group: list[int] = field(default_factory=list)
     answer: list[int] = field(default_factory=list)
+    key: int = 0  # CRC-32 of all ids fed so far: with the seed, it seeds each answer's sampling
+    rng: torch.Generator = field(default_factory=torch.Generator)
 
     def copy(self) -> "DecodeState":
         return copy.deepcopy(self)
@@ -179,12 +188,11 @@ class Generator:
         self.grammar = AnswerGrammar(lm.vocab, lm.cfg.rhythm, self.sampling, codebooks)
         self.decoder = decoder or decoder_for(lm.model)
         self._rows = {id(m): mask_runs(m) for m in self.grammar.masks.values()}  # id runs of each grammar mask
-        self._gen = torch.Generator()
-        if self.sampling.seed is not None:
-            self._gen.manual_seed(self.sampling.seed)
 
     def new_state(self) -> DecodeState:
-        return DecodeState(cache=self.decoder.new_cache())
+        rng = torch.Generator()
+        rng.seed()  # used as is only when `sampling.seed` is None; else `answer` reseeds it
+        return DecodeState(cache=self.decoder.new_cache(), rng=rng)
 
     def feed(self, state: DecodeState, ids: list[int], rows: list[tuple[int, int]] | None = None) -> DecodeState:
         """Extend the context by `ids`; `state.logits` is then the next token's (only over the id runs `rows`, when
@@ -193,9 +201,11 @@ class Generator:
             raise ValueError(f"conversation too long: {state.n_past + len(ids)} > {self.lm.cfg.max_positions} tokens")
         state.logits = self.decoder.forward(ids, state.cache, rows)
         state.n_past += len(ids)
+        state.key = zlib.crc32(array("q", ids).tobytes(), state.key)  # incremental: chunking does not change it
         return state
 
-    def _sample(self, logits: torch.Tensor, allowed: torch.Tensor, temperature: float) -> int:
+    def _sample(self, logits: torch.Tensor, allowed: torch.Tensor, temperature: float,
+                rng: torch.Generator | None = None) -> int:
         logits = logits.masked_fill(~allowed, float("-inf"))
         if temperature <= 0:
             return int(logits.argmax())
@@ -206,7 +216,7 @@ class Generator:
         if self.sampling.top_p < 1:
             keep = probs.cumsum(-1) - probs < self.sampling.top_p
             probs = probs * keep
-        return int(idx[torch.multinomial(probs, 1, generator=self._gen)])
+        return int(idx[torch.multinomial(probs, 1, generator=rng)])
 
     @torch.inference_mode()
     def transcribe(self, audio_ids: list[int], max_tokens: int = 64) -> str:
@@ -230,7 +240,13 @@ class Generator:
         return self.vocab.decode_text(out)
 
     def answer(self, state: DecodeState) -> Iterator[Event]:
-        """Generate one assistant turn from `state` (whose context must end with `<|assistant|>`)."""
+        """Generate one assistant turn from `state` (whose context must end with `<|assistant|>`).
+
+        With a seed, the turn samples from a generator seeded by the seed and the context's checksum, so an answer is
+        a function of its own conversation: an eval item gets the same answer whatever ran before it, alone or in a
+        subset, streamed or whole; and different questions still draw independent samples."""
+        if self.sampling.seed is not None:
+            state.rng.manual_seed(zlib.crc32(state.key.to_bytes(4, "little"), self.sampling.seed & 0xFFFFFFFF))
         state.grammar, state.group, state.answer = self.grammar.start(), [], []
         while state.grammar.phase != "done":
             allowed = self.grammar.allowed(state.grammar)
@@ -241,7 +257,7 @@ class Generator:
                 audio_next = self.vocab.l_range[0] <= best < self.vocab.l_range[1]
                 allowed = self.grammar.masks["l"] if audio_next else allowed & ~self.grammar.masks["l"]
             temp = self.sampling.audio_temperature if audio_next else self.sampling.text_temperature
-            token = self._sample(state.logits, allowed, temp)
+            token = self._sample(state.logits, allowed, temp, state.rng)
             kind = self.grammar.advance(state.grammar, token)
             state.answer.append(token)
             done = state.grammar.phase == "done"  # else only the rows the grammar allows next are computed
