@@ -89,27 +89,24 @@ def test_sampling_is_per_conversation_so_an_answer_ignores_other_conversations(t
     """The eval answers items one after another on one Generator: an item's sampled answer must not depend on what
     ran before it (a shared generator made 13 of 39 multi-turn answers change when run as a subset)."""
     v = tiny_lm.vocab
-    gen = Generator(tiny_lm, Sampling(text_temperature=1.0, audio_temperature=1.0, max_groups=8, max_text_tokens=6,
-                                      seed=7))
+    sampling = Sampling(text_temperature=1.0, audio_temperature=1.0, max_groups=8, max_text_tokens=6, seed=7)
+    gen = Generator(tiny_lm, sampling)
 
-    def ask(groups: list[int]) -> list[int]:
-        prompt = [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *v.audio_group_ids(groups[:2], groups[2:]),
-                  v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
-        return generate_answer(gen, prompt)["ids"]
+    def prompt(lin: list[int], sem: list[int]) -> list[int]:
+        return [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *v.audio_group_ids(lin, sem),
+                v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
 
-    first = ask([1, 2, 3, 4, 5])
-    ask([9, 8, 7, 6, 5])  # another conversation samples in between
-    assert ask([1, 2, 3, 4, 5]) == first
-    other_seed = Generator(tiny_lm, dataclasses.replace(gen.sampling, seed=8))
-    prompt = [v.ctrl["bos"], v.ctrl["user"], v.ctrl["audio_start"], *v.audio_group_ids([1, 2], [3, 4, 5]),
-              v.ctrl["audio_end"], v.ctrl["end_turn"], v.ctrl["assistant"]]
-    answers = {tuple(generate_answer(Generator(tiny_lm, dataclasses.replace(gen.sampling, seed=s)), prompt)["ids"])
-               for s in range(4)}
+    first = generate_answer(gen, prompt([1, 2], [3, 4, 5]))["ids"]
+    generate_answer(gen, prompt([9, 8], [7, 6, 5]))  # another conversation samples in between
+    assert generate_answer(gen, prompt([1, 2], [3, 4, 5]))["ids"] == first
+    answers = {tuple(generate_answer(Generator(tiny_lm, dataclasses.replace(sampling, seed=s)),
+                                     prompt([1, 2], [3, 4, 5]))["ids"]) for s in range(4)}
     assert len(answers) > 1  # the seed still matters
-    # a copied state carries its generator: both copies sample the same continuation
-    state = other_seed.feed(other_seed.new_state(), prompt)
+    # without a seed, a copied state carries its randomly seeded generator: both copies sample the same continuation
+    unseeded = Generator(tiny_lm, dataclasses.replace(sampling, seed=None))
+    state = unseeded.feed(unseeded.new_state(), prompt([1, 2], [3, 4, 5]))
     a, b = state.copy(), state.copy()
-    assert [e.ids for e in other_seed.answer(a)] == [e.ids for e in other_seed.answer(b)]
+    assert [e.ids for e in unseeded.answer(a)] == [e.ids for e in unseeded.answer(b)]
 
 
 def test_transcribe_writes_only_text_and_stops_at_eos(tiny_lm, monkeypatch):

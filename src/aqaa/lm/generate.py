@@ -190,9 +190,10 @@ class Generator:
         self._rows = {id(m): mask_runs(m) for m in self.grammar.masks.values()}  # id runs of each grammar mask
 
     def new_state(self) -> DecodeState:
-        rng = torch.Generator()
-        rng.seed()  # used as is only when `sampling.seed` is None; else `answer` reseeds it
-        return DecodeState(cache=self.decoder.new_cache(), rng=rng)
+        state = DecodeState(cache=self.decoder.new_cache())
+        if self.sampling.seed is None:  # a random conversation; with a seed, `answer` seeds `state.rng` itself
+            state.rng.seed()
+        return state
 
     def feed(self, state: DecodeState, ids: list[int], rows: list[tuple[int, int]] | None = None) -> DecodeState:
         """Extend the context by `ids`; `state.logits` is then the next token's (only over the id runs `rows`, when
