@@ -13,7 +13,7 @@ from aqaa.data.synth import ANSWER_STYLES, synth
 from aqaa.data.voices import Style, synthesize
 from aqaa.eval.cascade import TurnResult
 from aqaa.eval.harness import read_manifest, run_eval, with_items
-from aqaa.eval.report import write_report
+from aqaa.eval.report import summarize, write_report
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,20 @@ def test_oracle_scores_high_and_control_is_measured(tiny_set, tmp_path):
     _, items = read_manifest(tiny_set / "train.jsonl")
     assert with_items(old, items) == records  # the same judge again: nothing changes
     assert summary["oracle"]["first_audio_ms"]["p50"] == 10.0
+    multi = [r for r in ok if r["category"] == "multi_turn"]
+    assert multi and all(r["context_named"] and len(r["context_answers"]) >= 1 for r in multi)
+    assert summary["oracle"]["multi_turn_chain"]["first_turn_named"] == 1.0
+    assert "| multi-turn: recalled when named |" in report
+
+
+def test_multi_turn_misses_are_split_into_not_heard_and_not_recalled():
+    def rec(named: bool, correct: bool) -> dict:
+        return {"category": "multi_turn", "correct": correct, "context_named": named, "first_audio_ms": 1.0}
+
+    records = [rec(True, True), rec(True, False), rec(True, False), rec(False, False), rec(False, True)]
+    chain = summarize(records)["multi_turn_chain"]
+    assert chain == {"n": 5, "first_turn_named": 0.6, "recalled_when_named": round(1 / 3, 4)}
+    assert summarize([{"category": "knowledge", "correct": True, "first_audio_ms": 1.0}])["multi_turn_chain"] is None
 
 
 def test_failing_item_is_recorded_and_run_resumes(tiny_set, tmp_path):

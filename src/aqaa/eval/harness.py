@@ -18,6 +18,7 @@ from tqdm import tqdm
 from aqaa.audio.io import load_audio, save_wav
 from aqaa.audio.measure import measure
 from aqaa.eval.judge import control_effect, direction_ok, judge_answer
+from aqaa.eval.text import contains_answer
 
 NEUTRAL_QUERY_VOICE = "kal"
 
@@ -54,8 +55,10 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
     from aqaa.eval.asr import transcribe
 
     session.reset()
-    for turn in item.get("context") or []:
-        session.answer(load_audio(root / turn["audio"]).samples)
+    # the engine's own answers to the earlier turns: a multi-turn miss is then told apart as heard wrong in the
+    # first turn (its answer names another thing) or recalled wrong (the first answer was right)
+    context_answers = [session.answer(load_audio(root / turn["audio"]).samples).text
+                       for turn in item.get("context") or []]
     query = load_audio(root / item["audio"])
     result = session.answer(query.samples, query.sample_rate)
     save_wav(out / "answers" / f"{item['id']}.wav", result.samples, result.sample_rate)
@@ -65,6 +68,9 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
               **judge_answer(item, transcript, result.text),
               "first_audio_ms": result.first_audio_ms, "rtf": result.rtf, "audio_s": round(result.audio_s, 3),
               "timeline": result.timeline, "heard": getattr(result, "query_text", "")}
+    if context_answers:
+        record["context_answers"] = context_answers
+        record["context_named"] = any(contains_answer(text, item.get("answer") or []) for text in context_answers)
     control = item.get("control")
     if control and len(answer16):
         phrase = (item.get("answer") or [""])[0]

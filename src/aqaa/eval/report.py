@@ -39,6 +39,8 @@ def summarize(records: list[dict]) -> dict:
         if rows:
             per_axis[axis] = {"n": len(rows), "direction_ok": round(float(np.mean([c["direction_ok"] for c in rows])), 4)}
     overall = [float(r["correct"]) for r in ok]
+    chained = [r for r in ok if "context_named" in r]
+    named = [r for r in chained if r["context_named"]]
     return {
         "items": len(records), "errors": len(records) - len(ok),
         "overall_accuracy": round(float(np.mean(overall)), 4) if overall else None,
@@ -50,6 +52,11 @@ def summarize(records: list[dict]) -> dict:
         "text_audio_wer_mean": round(float(np.mean(wers)), 4) if wers else None,
         "text_audio_wer_ci95": [round(x, 4) for x in bootstrap_ci(wers)] if wers else None,
         "control_direction": per_axis,
+        # multi-turn items split by the engine's own earlier answer: did it name the thing to recall (heard the
+        # first turn), and of those, was the last answer right (recalled it)
+        "multi_turn_chain": {"n": len(chained), "first_turn_named": round(len(named) / len(chained), 4),
+                             "recalled_when_named": round(float(np.mean([r["correct"] for r in named])), 4)
+                             if named else None} if chained else None,
     }
 
 
@@ -80,6 +87,10 @@ def write_report(out_dir: str | Path, runs: dict[str, list[dict]], title: str = 
     for axis in ("rate", "volume", "pitch"):
         row(f"control direction: {axis}", lambda s: f"{100 * s['control_direction'][axis]['direction_ok']:.0f}% "
             f"(n={s['control_direction'][axis]['n']})" if axis in s["control_direction"] else "-")
+    row("multi-turn: earlier answer named it", lambda s: f"{100 * s['multi_turn_chain']['first_turn_named']:.0f}% "
+        f"(n={s['multi_turn_chain']['n']})" if s.get("multi_turn_chain") else "-")
+    row("multi-turn: recalled when named", lambda s: f"{100 * s['multi_turn_chain']['recalled_when_named']:.0f}%"
+        if s.get("multi_turn_chain") and s["multi_turn_chain"]["recalled_when_named"] is not None else "-")
     row("errors", lambda s: str(s["errors"]))
     lines += ["", "Accuracy: the Whisper tiny.en transcript of the spoken answer contains an accepted answer (numbers "
               "normalized) and, for reasoning and knowledge, names no other number, date, place or thing; speech "
