@@ -70,7 +70,7 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
               "timeline": result.timeline, "heard": getattr(result, "query_text", "")}
     if context_answers:
         record["context_answers"] = context_answers
-        record["context_named"] = any(contains_answer(text, item.get("answer") or []) for text in context_answers)
+        record["context_named"] = context_named(item, context_answers)
     control = item.get("control")
     if control and len(answer16):
         phrase = (item.get("answer") or [""])[0]
@@ -82,6 +82,11 @@ def evaluate_item(item: dict, root: Path, session, out: Path) -> dict:
                              "measure": controlled.to_dict(), "neutral": neutral.to_dict()}
     record["correct"] = _correct(record)
     return record
+
+
+def context_named(item: dict, context_answers: list[str]) -> bool:
+    """Whether any of the engine's answers to the earlier turns names an accepted answer of the item."""
+    return any(contains_answer(text, item.get("answer") or []) for text in context_answers)
 
 
 def _correct(record: dict) -> bool:
@@ -100,6 +105,8 @@ def with_items(records: list[dict], items: list[dict]) -> list[dict]:
             out.append(r)
             continue
         r = {**r, "qtype": item.get("qtype"), **judge_answer(item, r["transcript"], r["text"])}
+        if "context_answers" in r:
+            r["context_named"] = context_named(item, r["context_answers"])
         out.append({**r, "correct": _correct(r)})
     return out
 
