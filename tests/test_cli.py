@@ -36,23 +36,31 @@ def test_chat_on_missing_file_exits_2(tmp_path):
     assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_chat_answers_the_example_question_with_speech(tmp_path):
+def test_chat_answers_the_example_questions_with_speech(tmp_path):
     """The README's main job on the shipped default model: a spoken answer whose audio says its text channel. (Whether
-    the answer is right is measured by `aqaa eval`, not here: the shipped model still mishears most entities.)"""
+    the answer is right is measured by `aqaa eval`, not here: the shipped model still mishears most entities.)
+
+    Three example questions, each answered alone, and the median text-audio WER: a single sampled answer disagrees
+    with its own text (WER > 0.5) on ~3.5 % of test items, and which answer does depends on the CPU, since the int8
+    step kernels take other paths on other instruction sets (session 33: the Japan question failed on an AVX-512
+    host, passed on AVX2 ones); two bad answers of three would mean the model, not the draw."""
     from aqaa.eval.asr import transcribe
     from aqaa.eval.text import wer
 
-    out = tmp_path / "answer.wav"
-    proc = run("chat", str(ROOT / "examples" / "question.wav"), "-o", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {"text", "first_audio_ms", "audio_s", "rtf"} <= summary.keys()
-    assert summary["engine"] == "aqaa" and summary["text"].strip()
-    samples, rate = sf.read(out)
-    assert rate >= 16000 and abs(len(samples) / rate - summary["audio_s"]) < 0.01
-    assert np.sqrt(np.mean(samples**2)) > 0.01  # speech, not silence
-    assert 0 < summary["first_audio_ms"] and summary["rtf"] > 0
-    assert wer(summary["text"], transcribe(samples.astype(np.float32), rate)) <= 0.5
+    wers = []
+    for name in ("question", "turn1_name", "turn2_recall"):
+        out = tmp_path / f"{name}.wav"
+        proc = run("chat", str(ROOT / "examples" / f"{name}.wav"), "-o", str(out), "--json")
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert {"text", "first_audio_ms", "audio_s", "rtf"} <= summary.keys()
+        assert summary["engine"] == "aqaa" and summary["text"].strip()
+        samples, rate = sf.read(out)
+        assert rate >= 16000 and abs(len(samples) / rate - summary["audio_s"]) < 0.01
+        assert np.sqrt(np.mean(samples**2)) > 0.01  # speech, not silence
+        assert 0 < summary["first_audio_ms"] and summary["rtf"] > 0
+        wers.append(wer(summary["text"], transcribe(samples.astype(np.float32), rate)))
+    assert float(np.median(wers)) <= 0.5, wers
 
 
 def test_cascade_answers_the_example_question(tmp_path):
