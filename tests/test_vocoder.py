@@ -84,6 +84,36 @@ def test_training_lowers_loss_resumes_and_round_trips(trained, tiny_corpus, tmp_
         assert torch.equal(v, back.state_dict()[k])
 
 
+
+def test_adversarial_finetune_trains_the_discriminator_and_resumes_exactly(trained, tiny_corpus, tmp_path):
+    """With adv_weight the discriminator learns beside the generator, from a trained vocoder, and is checkpointed
+    with it: a run stopped and resumed logs the same losses as one run straight through."""
+    from aqaa.train.vocoder import train_vocoder
+    from aqaa.vocoder.discriminator import VocoderDiscriminator, discriminator_loss, generator_losses
+
+    out, voc = trained
+    over = ["steps=6", "batch=2", "crop_groups=6", "log_every=1", "ckpt_every=2", "warmup=1", f"init={out / 'model'}",
+            "adv_weight=1.0", "disc_warmup=2", "disc_segment=4000", "disc_channels=4"]
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "a", "tiny", over)
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over, stop_after=3)
+    assert (tmp_path / "b/checkpoint/companion.safetensors").exists()
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over)
+    rows = {k: [json.loads(x) for x in (tmp_path / k / "metrics.jsonl").read_text().splitlines()] for k in "ab"}
+    assert len(rows["a"]) == 6 and [r["loss"] for r in rows["b"]] == pytest.approx([r["loss"] for r in rows["a"]],
+                                                                                   abs=1e-5)
+    assert [r["disc"] for r in rows["b"]] == pytest.approx([r["disc"] for r in rows["a"]], abs=1e-5)
+    assert all(r["adv"] == 0 for r in rows["a"][:2]) and all(r["adv"] > 0 and r["fm"] > 0 for r in rows["a"][2:])
+    # the losses themselves: a perfect generator has zero feature-matching loss; real towards 1, fake towards 0
+    torch.manual_seed(0)
+    d = VocoderDiscriminator(channels=4)
+    x = torch.randn(2, 4000) * 0.1
+    outs = d(x)
+    assert generator_losses(outs, outs)[1].item() == 0.0
+    ones = [(torch.ones_like(s), f) for s, f in outs]
+    zeros = [(torch.zeros_like(s), f) for s, f in outs]
+    assert discriminator_loss(ones, zeros).item() == 0.0 and discriminator_loss(zeros, ones).item() == 2.0
+
+
 def test_gain_augmentation_relevels_audio_and_reencodes_tokens(tiny_corpus, tmp_path):
     import random
 

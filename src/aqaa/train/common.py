@@ -77,36 +77,49 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tupl
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    scheduler=None, extra: dict | None = None, state: tuple[dict, dict] | None = None) -> None:
+                    scheduler=None, extra: dict | None = None, state: tuple[dict, dict] | None = None,
+                    companion_state: tuple[dict, dict] | None = None) -> None:
     """Model as safetensors, optimizer/scheduler/torch RNG as a weights-only torch file; the folder is swapped
     atomically. Recipes draw batches from an RNG seeded by (seed, step), so the data position is the step.
-    `state`: (model, optimizer) state already gathered by `full_state` (FSDP)."""
+    `state`: (model, optimizer) state already gathered by `full_state` (FSDP). `companion_state`: the same for a
+    second network trained beside the model (a GAN's discriminator), kept in the same folder so both resume at
+    the same step."""
     from aqaa.paths import atomic_dir
 
     model_state, optim_state = state or full_state(model, optimizer)
     with atomic_dir(folder) as tmp:
         save_tensors(model_state, tmp / "model.safetensors")
+        if companion_state is not None:
+            save_tensors(companion_state[0], tmp / "companion.safetensors")
         torch.save({
             "optimizer": optim_state,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "torch_rng": torch.get_rng_state(),
+            **({"companion_optimizer": companion_state[1]} if companion_state is not None else {}),
         }, tmp / "state.pt")
         (tmp / "trainer.json").write_text(json.dumps({"step": step, **(extra or {})}))
 
 
-def save_checkpoint_on_main(acc, folder: Path, model, optimizer, step: int, scheduler=None) -> None:
+def save_checkpoint_on_main(acc, folder: Path, model, optimizer, step: int, scheduler=None,
+                            companion: tuple | None = None) -> None:
     """Under accelerate (one or N processes, DDP or FSDP): every rank gathers the whole state (a collective under
-    FSDP), rank 0 writes it, every rank waits; the checkpoint resumes in any number of processes."""
+    FSDP), rank 0 writes it, every rank waits; the checkpoint resumes in any number of processes. `companion`:
+    (model, optimizer) of a second network saved in the same folder (see `save_checkpoint`)."""
     acc.wait_for_everyone()
     model, optimizer = acc.unwrap_model(model), getattr(optimizer, "optimizer", optimizer)
     state = full_state(model, optimizer)
+    side = None
+    if companion is not None:
+        side = full_state(acc.unwrap_model(companion[0]), getattr(companion[1], "optimizer", companion[1]))
     if acc.is_main_process:
-        save_checkpoint(folder, model, optimizer, step, scheduler, state=state)
+        save_checkpoint(folder, model, optimizer, step, scheduler, state=state, companion_state=side)
     acc.wait_for_everyone()
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> dict:
-    """Load a checkpoint into a plain or FSDP-sharded model (each rank reads the whole file and keeps its shard)."""
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler=None,
+                    companion: tuple | None = None) -> dict:
+    """Load a checkpoint into a plain or FSDP-sharded model (each rank reads the whole file and keeps its shard);
+    `companion` (model, optimizer) gets the second network that `save_checkpoint` kept beside it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True)
@@ -116,6 +129,11 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
         optimizer.load_state_dict(state["optimizer"])
     else:
         set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
+    if companion is not None:
+        if not (folder / "companion.safetensors").exists():
+            raise ValueError(f"{folder}: this checkpoint has no companion network (it was saved by another config)")
+        set_model_state_dict(companion[0], load_file(folder / "companion.safetensors"), options=opts)
+        set_optimizer_state_dict(companion[0], companion[1], state["companion_optimizer"], options=opts)
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

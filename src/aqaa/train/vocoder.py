@@ -2,8 +2,9 @@
 
 Losses: multi-resolution STFT (spectral convergence + log magnitude) and L1 on the HiFi-GAN-style log-mel, plus, with
 a harmonic source, L1 on the F0 head's log F0 (voiced frames) and BCE on its voicing against Praat; the source itself
-is driven by Praat's F0 while training (teacher forcing, as NSF vocoders do). No discriminator (a GAN needs far more
-steps than a 2-core CPU affords; this trades some buzz for trainability).
+is driven by Praat's F0 while training (teacher forcing, as NSF vocoders do). No discriminator by default (a GAN
+from scratch needs far more steps than a 2-core CPU affords); `adv_weight` > 0 adds one for a short adversarial
+fine-tune of a trained vocoder (`aqaa/vocoder/discriminator.py`).
 Crops are whole 120 ms groups; batches come from an RNG seeded by (seed, step), so a resumed run is exact.
 """
 
@@ -63,6 +64,16 @@ class VocoderTrainConfig:
     # Measured (reports/vocoder_vq6000/periodic.md): a 3000-step round at 2.0 kept 93.5 % of voiced frames (92.5)
     # but passed 63 / 74 control clips (64): off by default
     periodicity_weight: float = 0.0
+    # > 0: adversarial fine-tune (start from a trained vocoder with `init`): least-squares GAN and feature-matching
+    # losses from small multi-period and multi-resolution discriminators on one random `disc_segment`-sample window
+    # of every crop. Why: the period discriminator judges whether the waveform repeats, which the STFT losses do not
+    # ask of weak voiced frames (Praat hears some of the output's weak low frames unvoiced: reports/vocoder_pitch)
+    adv_weight: float = 0.0
+    fm_weight: float = 2.0  # feature matching, with adv_weight only
+    disc_lr: float = 1e-3  # a short fine-tune: a fresh discriminator must catch up within a few hundred steps
+    disc_channels: int = 16
+    disc_segment: int = 8000  # 0.5 s
+    disc_warmup: int = 300  # the first steps train the discriminator alone (a fresh one judges at random)
     stop_after: int = 0  # end this run after that step (0: run to `steps`); a later run resumes
 
 
@@ -122,6 +133,42 @@ def periodicity_loss(y: torch.Tensor, x: torch.Tensor, f0_hz: torch.Tensor, voic
         target = periodicity(x, f0_hz)
     mask = voiced > 0.5
     return (periodicity(y, f0_hz) - target).abs()[mask].mean() if mask.any() else y.new_zeros(())
+
+
+def segments(wav: torch.Tensor, y: torch.Tensor, length: int, rng: random.Random, batch: int, rank: int = 0,
+             world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random `length`-sample window of each source crop and its output: offsets are drawn for the global
+    batch and sliced like it, so N processes see what one does."""
+    length = min(length, wav.shape[1])
+    starts = [rng.randrange(wav.shape[1] - length + 1) for _ in range(batch)][rank::world]
+    real = torch.stack([wav[i, s: s + length] for i, s in enumerate(starts)])
+    fake = torch.stack([y[i, s: s + length] for i, s in enumerate(starts)])
+    return real, fake
+
+
+def discriminator_step(acc, disc, disc_opt, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """One update of the discriminator on source windows and (detached) generated ones; returns its loss."""
+    from aqaa.vocoder.discriminator import discriminator_loss
+
+    outs = disc(torch.cat([real, fake]))  # one forward for both halves (DDP wants one forward per backward)
+    n = real.shape[0]
+    halves = [[(s[:n], [f[:n] for f in fm]) for s, fm in outs], [(s[n:], [f[n:] for f in fm]) for s, fm in outs]]
+    loss = discriminator_loss(*halves)
+    disc_opt.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    acc.clip_grad_norm_(disc.parameters(), 10.0)
+    disc_opt.step()
+    return loss
+
+
+def adversarial_losses(disc, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's (adversarial, feature-matching) losses against the just-updated discriminator (the gradient
+    it leaves on the discriminator is cleared by the next discriminator step)."""
+    from aqaa.vocoder.discriminator import generator_losses
+
+    with torch.no_grad():
+        real_outs = disc(real)
+    return generator_losses(real_outs, disc(fake))
 
 
 def mel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -259,13 +306,21 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
+    disc = disc_opt = None
+    if cfg.adv_weight:
+        from aqaa.vocoder.discriminator import VocoderDiscriminator
+
+        disc = VocoderDiscriminator(channels=cfg.disc_channels)
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.8, 0.99), weight_decay=0.01)
     ckpt, metrics = out / "checkpoint", Metrics(out / "metrics.jsonl")
     step = 0
     if (ckpt / "trainer.json").exists():
-        step = load_checkpoint(ckpt, model, opt, sched)["step"]
+        step = load_checkpoint(ckpt, model, opt, sched, companion=(disc, disc_opt) if disc else None)["step"]
         if acc.is_main_process:
             metrics.truncate_after(step)
     model, opt = acc.prepare(model, opt)  # DDP under torchrun / accelerate launch; a no-op in one process
+    if disc is not None:
+        disc, disc_opt = acc.prepare(disc, disc_opt)
     rank, world = acc.process_index, acc.num_processes
     bar = tqdm(total=cfg.steps, initial=step, desc=f"vocoder ({len(rels)} clips)", unit="step",
                disable=not acc.is_main_process)
@@ -289,21 +344,32 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
         if cfg.periodicity_weight:
             l_periodic = periodicity_loss(y, wav, f0_hz, voiced)
             loss = loss + cfg.periodicity_weight * l_periodic
+        l_disc = l_adv = l_fm = torch.zeros(())
+        if disc is not None:
+            real, fake = segments(wav, y, cfg.disc_segment, random.Random(cfg.seed * 7_919 + step), cfg.batch,
+                                  rank, world)
+            l_disc = discriminator_step(acc, disc, disc_opt, real, fake.detach())
+            if step >= cfg.disc_warmup:
+                l_adv, l_fm = adversarial_losses(disc, real, fake)
+                loss = loss + cfg.adv_weight * l_adv + cfg.adv_weight * cfg.fm_weight * l_fm
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         step += 1
-        logged = [acc.reduce(x.detach().to(acc.device), "mean").item() for x in (loss, l_stft, l_mel, l_pitch, l_periodic)]
+        logged = [acc.reduce(x.detach().to(acc.device), "mean").item()
+                  for x in (loss, l_stft, l_mel, l_pitch, l_periodic, l_disc, l_adv, l_fm)]
         bar.update(1)
         bar.set_postfix(stft=f"{logged[1]:.3f}", mel=f"{logged[2]:.3f}", pitch=f"{logged[3]:.3f}")
         if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
             metrics.log(step=step, loss=round(logged[0], 5), stft=round(logged[1], 5), mel=round(logged[2], 5),
                         pitch=round(logged[3], 5), periodic=round(logged[4], 5), lr=sched.get_last_lr()[0],
-                        processes=world)
+                        processes=world, **({"disc": round(logged[5], 5), "adv": round(logged[6], 5),
+                                             "fm": round(logged[7], 5)} if disc is not None else {}))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save_checkpoint_on_main(acc, ckpt, model, opt, step, sched)
+            save_checkpoint_on_main(acc, ckpt, model, opt, step, sched,
+                                    companion=(disc, disc_opt) if disc is not None else None)
         if stop_after is not None and step >= stop_after:
             bar.close()
             return ckpt
