@@ -18,6 +18,17 @@ from torch.nn.utils.parametrizations import weight_norm
 LRELU = 0.1
 
 
+def conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU convolutions, then the scoring convolution: (scores [B, *], every layer's output)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: int = 16):
         super().__init__()
@@ -33,13 +44,7 @@ class PeriodDiscriminator(nn.Module):
         b, n = y.shape
         pad = (-n) % self.period
         x = F.pad(y, (0, pad), mode="reflect" if pad < n else "constant").view(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return conv_stack(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -56,13 +61,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         mag = torch.stft(y, self.n_fft, self.hop, window=self.window, return_complex=True).abs()
         x = mag.transpose(1, 2)[:, None]  # [B, 1, frames, bins]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return conv_stack(self.convs, self.post, x)
 
 
 class VocoderDiscriminator(nn.Module):
