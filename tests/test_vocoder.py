@@ -114,6 +114,21 @@ def test_adversarial_finetune_trains_the_discriminator_and_resumes_exactly(train
     assert discriminator_loss(ones, zeros).item() == 0.0 and discriminator_loss(zeros, ones).item() == 2.0
 
 
+
+def test_periodicity_floor_loss_is_zero_for_a_periodic_wave_and_large_for_noise():
+    from aqaa.train.vocoder import periodicity_floor_loss
+
+    sr, n, frames = 16_000, 16_000, 99
+    t = torch.arange(n) / sr
+    pulses = torch.sin(2 * torch.pi * 100 * t)[None]
+    noise = torch.randn(generator=torch.Generator().manual_seed(0), size=(1, n))
+    f0 = torch.full((1, frames), 100.0)
+    voiced = torch.ones(1, frames)
+    assert periodicity_floor_loss(pulses, f0, voiced, 0.8).item() < 0.01
+    assert periodicity_floor_loss(noise, f0, voiced, 0.8).item() > 0.6
+    assert periodicity_floor_loss(noise, f0, torch.zeros(1, frames), 0.8).item() == 0.0  # only voiced frames count
+
+
 def test_gain_augmentation_relevels_audio_and_reencodes_tokens(tiny_corpus, tmp_path):
     import random
 

@@ -64,6 +64,8 @@ class VocoderTrainConfig:
     # Measured (reports/vocoder_vq6000/periodic.md): a 3000-step round at 2.0 kept 93.5 % of voiced frames (92.5)
     # but passed 63 / 74 control clips (64): off by default
     periodicity_weight: float = 0.0
+    # > 0: instead, a hinge: the output's periodicity below this floor on source-voiced frames (`periodicity_floor_loss`)
+    periodicity_floor: float = 0.0
     # > 0: adversarial fine-tune (start from a trained vocoder with `init`): least-squares GAN and feature-matching
     # losses from small multi-period and multi-resolution discriminators on one random `disc_segment`-sample window
     # of every crop. Why: the period discriminator judges whether the waveform repeats, which the STFT losses do not
@@ -135,6 +137,13 @@ def periodicity_loss(y: torch.Tensor, x: torch.Tensor, f0_hz: torch.Tensor, voic
         target = periodicity(x, f0_hz)
     mask = voiced > 0.5
     return (periodicity(y, f0_hz) - target).abs()[mask].mean() if mask.any() else y.new_zeros(())
+
+
+def periodicity_floor_loss(y: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor, floor: float) -> torch.Tensor:
+    """How far the output's periodicity falls below `floor` on the source's voiced frames (0 above it): asks weak
+    voiced frames to be *more* periodic than the source, where `periodicity_loss` asks for the source's own."""
+    mask = voiced > 0.5
+    return (floor - periodicity(y, f0_hz)).clamp(min=0.0)[mask].mean() if mask.any() else y.new_zeros(())
 
 
 def segments(wav: torch.Tensor, y: torch.Tensor, length: int, rng: random.Random, batch: int, rank: int = 0,
@@ -344,7 +353,8 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
             loss = loss + cfg.energy_weight * energy_loss(y, wav)
         l_periodic = torch.zeros(())
         if cfg.periodicity_weight:
-            l_periodic = periodicity_loss(y, wav, f0_hz, voiced)
+            l_periodic = (periodicity_floor_loss(y, f0_hz, voiced, cfg.periodicity_floor) if cfg.periodicity_floor
+                          else periodicity_loss(y, wav, f0_hz, voiced))
             loss = loss + cfg.periodicity_weight * l_periodic
         l_disc = l_adv = l_fm = torch.zeros(())
         if disc is not None:
