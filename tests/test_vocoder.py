@@ -84,7 +84,6 @@ def test_training_lowers_loss_resumes_and_round_trips(trained, tiny_corpus, tmp_
         assert torch.equal(v, back.state_dict()[k])
 
 
-
 def test_adversarial_finetune_trains_the_discriminator_and_resumes_exactly(trained, tiny_corpus, tmp_path):
     """With adv_weight the discriminator learns beside the generator, from a trained vocoder, and is checkpointed
     with it: a run stopped and resumed logs the same losses as one run straight through."""
@@ -112,7 +111,6 @@ def test_adversarial_finetune_trains_the_discriminator_and_resumes_exactly(train
     ones = [(torch.ones_like(s), f) for s, f in outs]
     zeros = [(torch.zeros_like(s), f) for s, f in outs]
     assert discriminator_loss(ones, zeros).item() == 0.0 and discriminator_loss(zeros, ones).item() == 2.0
-
 
 
 def test_periodicity_floor_loss_is_zero_for_a_periodic_wave_and_large_for_noise():

@@ -137,15 +137,19 @@ def periodicity_loss(y: torch.Tensor, x: torch.Tensor, f0_hz: torch.Tensor, voic
     """L1 between output and source periodicity at the source's period, on its voiced frames."""
     with torch.no_grad():
         target = periodicity(x, f0_hz)
+    return mean_over_voiced((periodicity(y, f0_hz) - target).abs(), voiced)
+
+
+def mean_over_voiced(x: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """Mean of per-frame `x` over the frames Praat hears voiced (0 when none is)."""
     mask = voiced > 0.5
-    return (periodicity(y, f0_hz) - target).abs()[mask].mean() if mask.any() else y.new_zeros(())
+    return x[mask].mean() if mask.any() else x.new_zeros(())
 
 
 def periodicity_floor_loss(y: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor, floor: float) -> torch.Tensor:
     """How far the output's periodicity falls below `floor` on the source's voiced frames (0 above it): asks weak
     voiced frames to be *more* periodic than the source, where `periodicity_loss` asks for the source's own."""
-    mask = voiced > 0.5
-    return (floor - periodicity(y, f0_hz)).clamp(min=0.0)[mask].mean() if mask.any() else y.new_zeros(())
+    return mean_over_voiced((floor - periodicity(y, f0_hz)).clamp(min=0.0), voiced)
 
 
 def segments(wav: torch.Tensor, y: torch.Tensor, length: int, rng: random.Random, batch: int, rank: int = 0,
@@ -165,8 +169,7 @@ def discriminator_step(acc, disc, disc_opt, real: torch.Tensor, fake: torch.Tens
 
     outs = disc(torch.cat([real, fake]))  # one forward for both halves (DDP wants one forward per backward)
     n = real.shape[0]
-    halves = [[(s[:n], [f[:n] for f in fm]) for s, fm in outs], [(s[n:], [f[n:] for f in fm]) for s, fm in outs]]
-    loss = discriminator_loss(*halves)
+    loss = discriminator_loss([(s[:n], None) for s, _ in outs], [(s[n:], None) for s, _ in outs])  # scores only
     disc_opt.zero_grad(set_to_none=True)
     acc.backward(loss)
     acc.clip_grad_norm_(disc.parameters(), 10.0)

@@ -3,8 +3,8 @@
 HiFi-GAN's multi-period discriminator (a waveform folded by its period p into a [T / p, p] image, so each column
 holds samples one period apart: it sees whether the signal repeats, i.e. periodicity) and UnivNet's multi-resolution
 spectrogram discriminator, at a quarter to an eighth of the published widths (and the spectrogram's first
-convolution strided) so that a step fits a 2-core CPU. The
-losses are least-squares GAN losses plus feature matching, as in HiFi-GAN.
+convolution strided) so that a step fits a 2-core CPU. The losses are least-squares GAN losses plus feature
+matching, as in HiFi-GAN.
 Why by hand: no maintained package ships these as importable modules (they live inside model repositories).
 """
 
