@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aqaa.audio.measure import measure, semitones
 from aqaa.data.voices import Style, synthesize
 
@@ -76,3 +78,18 @@ def test_paired_f0_tells_a_voicing_loss_from_a_pitch_shift():
     shift, kept = paired_f0(both, lost, 16_000)
     assert abs(shift) < 0.2 and 0.3 < kept < 0.7
     assert semitones(median_f0(lost, 16_000), median_f0(both, 16_000)) > 2
+
+
+def test_median_f0_swing_is_small_in_one_register_and_large_between_two():
+    """Twenty frames at 100 Hz and twenty at 150: the median sits in the gap and a few frames of voicing move it by
+    the gap (7 st); one register with a little jitter barely moves."""
+    import numpy as np
+
+    from aqaa.audio.measure import median_f0_swing
+
+    two = np.array([0.0] * 5 + [100.0] * 20 + [150.0] * 21 + [0.0] * 5)
+    assert median_f0_swing(two, frames=4) > 6
+    one = np.linspace(118, 122, 41)
+    assert median_f0_swing(np.concatenate([[0.0], one]), frames=4) < 0.1
+    assert median_f0_swing(np.concatenate([[0.0], one]), frames=40) == pytest.approx(semitones(120, 118), abs=1e-6)
+    assert np.isnan(median_f0_swing(np.zeros(10)))

@@ -127,6 +127,52 @@ def test_periodicity_floor_loss_is_zero_for_a_periodic_wave_and_large_for_noise(
     assert periodicity_floor_loss(noise, f0, torch.zeros(1, frames), 0.8).item() == 0.0  # only voiced frames count
 
 
+def test_periodicity_ceiling_loss_is_zero_for_noise_and_large_for_a_periodic_wave():
+    from aqaa.train.vocoder import periodicity_ceiling_loss
+
+    t = torch.arange(16_000) / 16_000
+    pulses = torch.sin(2 * torch.pi * 100 * t)[None]
+    noise = torch.randn(generator=torch.Generator().manual_seed(0), size=(1, 16_000))
+    f0, frames = torch.full((1, 99), 100.0), torch.ones(1, 99)
+    assert periodicity_ceiling_loss(noise, f0, frames, 0.4).item() < 0.01
+    assert periodicity_ceiling_loss(pulses, f0, frames, 0.4).item() > 0.5
+    assert periodicity_ceiling_loss(pulses, f0, torch.zeros(1, 99), 0.4).item() == 0.0
+
+
+def test_head_voicing_drives_the_source_as_at_inference(trained, tiny_corpus, tmp_path):
+    """f0=(Hz, None) voices the harmonic source where the head decides, as inference does; training that way with
+    the floor and ceiling runs and resumes exactly."""
+    from aqaa.data.tokens import read_tokens
+    from aqaa.train.vocoder import train_vocoder
+
+    _, voc = trained
+    row = next(iter(read_tokens(tiny_corpus["tokens"]).values()))
+    lin, sem = torch.tensor(row["linguistic"])[None], torch.tensor(row["semantic"])[None]
+    with torch.no_grad():
+        head_f0, logit = voc.pitch(voc.hidden(lin, sem)[0])
+        hz = torch.full_like(head_f0, 110.0)
+        assert torch.equal(voc(lin, sem, f0=(hz, None)), voc(lin, sem, f0=(hz, (logit > 0).float())))
+    over = ["steps=4", "batch=2", "crop_groups=6", "log_every=1", "ckpt_every=2", "warmup=2", "source_voicing=head",
+            "periodicity_weight=1", "periodicity_floor=0.8", "periodicity_ceiling=0.4"]
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "a", "tiny", over)
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over, stop_after=2)
+    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over)
+    la = [json.loads(x)["loss"] for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    assert len(la) == 4 and np.isfinite(la).all() and lb == pytest.approx(la, abs=1e-5)
+
+
+@pytest.mark.parametrize("over, match", [(["periodicity_floor=0.8"], "periodicity_weight"),
+                                         (["periodicity_floor=1.5", "periodicity_weight=1"], r"\[0, 1\]"),
+                                         (["source_voicing=model"], "source_voicing"),
+                                         (["periodicity_ceiling=0.4", "periodicity_weight=1"], "source_voicing=head")])
+def test_inconsistent_periodicity_options_are_refused(tiny_corpus, tmp_path, over, match):
+    from aqaa.train.vocoder import train_vocoder
+
+    with pytest.raises(ValueError, match=match):
+        train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "x", "tiny", ["steps=2", *over])
+
+
 def test_gain_augmentation_relevels_audio_and_reencodes_tokens(tiny_corpus, tmp_path):
     import random
 

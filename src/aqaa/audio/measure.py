@@ -74,6 +74,19 @@ def median_f0(samples: np.ndarray, sample_rate: int, floor: float = 60.0, ceilin
     return float(np.median(f0)) if f0.size else float("nan")
 
 
+def median_f0_swing(f0: np.ndarray, frames: int = 4) -> float:
+    """How far (semitones) the median of the voiced values of an F0 contour moves when `frames` voiced frames are
+    added or dropped: a phrase whose median falls in the gap between two registers swings by several semitones for
+    a few frames of voicing, so its median F0 is not a stable target (nan when nothing is voiced)."""
+    v = np.sort(f0[f0 > 0])
+    if not v.size:
+        return float("nan")
+    mid, half = (v.size - 1) / 2, frames / 2
+    lo, hi = v[max(0, math.floor(mid - half))], v[min(v.size - 1, math.ceil(mid + half))]
+    med = float(np.median(v))
+    return max(abs(semitones(hi, med)), abs(semitones(med, lo)))
+
+
 def paired_f0(source: np.ndarray, output: np.ndarray, sample_rate: int) -> tuple[float, float]:
     """(median semitones output - source over frames both voiced, share of the source's voiced frames the output
     voices too) for two equally long renderings of one utterance: tells a pitch error from a voicing one, which

@@ -206,7 +206,8 @@ class TokenVocoder(nn.Module):
         """Complex STFT frames [B, bins, T], the convolutions' new left context, the source's new state and the F0
         head's (normalized log F0, voicing logit) (None without a harmonic source).
 
-        `f0`: (Hz, voiced 0/1) per frame to drive the harmonic source (training); else the F0 head's own.
+        `f0`: (Hz, voiced 0/1) per frame to drive the harmonic source (training); else the F0 head's own; (Hz, None):
+        the given F0 voiced where the head decides (training against the head's own voicing, as inference sees it).
         """
         h, new_conv = self.hidden(lin, sem, conv_state)
         out = self.head(h).transpose(1, 2)
@@ -216,6 +217,8 @@ class TokenVocoder(nn.Module):
         log_f0, v_logit = self.pitch(h)
         if f0 is None:
             f0 = (torch.exp(F0_REF + 0.5 * log_f0), (v_logit > 0).float())
+        elif f0[1] is None:
+            f0 = (f0[0], (v_logit > 0).float())
         cfg = self.cfg
         voiced = f0[1][:, None, :] > 0.5
         if cfg.voiced_noise_phase == "random":
