@@ -75,7 +75,8 @@ class VocoderTrainConfig:
     # (reports/vocoder_gan). With "head" the floor acts on frames both voice, and `periodicity_ceiling` (> 0) holds
     # the output's periodicity below it on frames only the head voices: voicing precision as well as recall.
     # Measured (reports/vocoder_voicing): head + floor 0.85 + ceiling 0.4, 2,000 steps from the shipped vocoder: voicing
-    # recall 0.939 (0.902) at precision 0.971 (0.973), WER 0.078 (0.066), still 64 / 74 control clips: off by default
+    # recall 0.939 (0.902) at precision 0.971 (0.973), WER 0.078 (0.066), still 64 / 74 control clips; at lr 5e-5
+    # from the shipped round 4: 62 / 74 (65), recall 0.927 (0.948): off by default
     source_voicing: str = "praat"
     periodicity_ceiling: float = 0.0
     # > 0: adversarial fine-tune (start from a trained vocoder with `init`): least-squares GAN and feature-matching
