@@ -33,6 +33,23 @@ def _stream(voc: TokenVocoder, lin, sem, groups_per_chunk: int) -> tuple[np.ndar
     return np.concatenate(outs), list(np.cumsum([len(o) for o in outs])[:-1])
 
 
+def _losses_straight_and_resumed(corpus: dict, tmp_path, over: list[str], stop_after: int) -> tuple[list, list]:
+    """Logged losses of one run straight through (a/) and of one stopped after `stop_after` steps and resumed (b/)."""
+    from aqaa.train.vocoder import train_vocoder
+
+    train_vocoder(corpus["data"], corpus["tokens"], tmp_path / "a", "tiny", over)
+    train_vocoder(corpus["data"], corpus["tokens"], tmp_path / "b", "tiny", over, stop_after=stop_after)
+    train_vocoder(corpus["data"], corpus["tokens"], tmp_path / "b", "tiny", over)
+    return tuple([json.loads(x)["loss"] for x in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
+                 for k in "ab")
+
+
+def _pulses_and_noise(n: int = 16_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """One second of a 100 Hz sine (periodic) and of seeded white noise, each [1, n] at 16 kHz."""
+    t = torch.arange(n) / 16_000
+    return torch.sin(2 * torch.pi * 100 * t)[None], torch.randn(generator=torch.Generator().manual_seed(0), size=(1, n))
+
+
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_streaming_equals_offline_without_boundary_clicks(trained, tiny_corpus, chunk):
     _, voc = trained
@@ -55,8 +72,6 @@ def test_streaming_equals_offline_without_boundary_clicks(trained, tiny_corpus, 
 
 
 def test_training_lowers_loss_resumes_and_round_trips(trained, tiny_corpus, tmp_path):
-    from aqaa.train.vocoder import train_vocoder
-
     from aqaa.data.tokens import read_tokens
     from aqaa.train.vocoder import ClipBank, mel_loss, stft_loss, vocoder_clips
 
@@ -73,11 +88,7 @@ def test_training_lowers_loss_resumes_and_round_trips(trained, tiny_corpus, tmp_
         after = (stft_loss(voc(lin, sem), wav) + mel_loss(voc(lin, sem), wav)).item()
     assert after < before
     over = ["steps=8", "batch=2", "crop_groups=6", "log_every=1", "ckpt_every=3", "warmup=2"]
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "a", "tiny", over)
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over, stop_after=5)
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over)
-    la = [json.loads(x)["loss"] for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(x)["loss"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    la, lb = _losses_straight_and_resumed(tiny_corpus, tmp_path, over, stop_after=5)
     assert len(la) == len(lb) == 8 and lb == pytest.approx(la, abs=1e-5)
     back = TokenVocoder.load(out / "model")
     for k, v in voc.state_dict().items():
@@ -116,10 +127,8 @@ def test_adversarial_finetune_trains_the_discriminator_and_resumes_exactly(train
 def test_periodicity_floor_loss_is_zero_for_a_periodic_wave_and_large_for_noise():
     from aqaa.train.vocoder import periodicity_floor_loss
 
-    sr, n, frames = 16_000, 16_000, 99
-    t = torch.arange(n) / sr
-    pulses = torch.sin(2 * torch.pi * 100 * t)[None]
-    noise = torch.randn(generator=torch.Generator().manual_seed(0), size=(1, n))
+    frames = 99
+    pulses, noise = _pulses_and_noise()
     f0 = torch.full((1, frames), 100.0)
     voiced = torch.ones(1, frames)
     assert periodicity_floor_loss(pulses, f0, voiced, 0.8).item() < 0.01
@@ -130,9 +139,7 @@ def test_periodicity_floor_loss_is_zero_for_a_periodic_wave_and_large_for_noise(
 def test_periodicity_ceiling_loss_is_zero_for_noise_and_large_for_a_periodic_wave():
     from aqaa.train.vocoder import periodicity_ceiling_loss
 
-    t = torch.arange(16_000) / 16_000
-    pulses = torch.sin(2 * torch.pi * 100 * t)[None]
-    noise = torch.randn(generator=torch.Generator().manual_seed(0), size=(1, 16_000))
+    pulses, noise = _pulses_and_noise()
     f0, frames = torch.full((1, 99), 100.0), torch.ones(1, 99)
     assert periodicity_ceiling_loss(noise, f0, frames, 0.4).item() < 0.01
     assert periodicity_ceiling_loss(pulses, f0, frames, 0.4).item() > 0.5
@@ -143,7 +150,6 @@ def test_head_voicing_drives_the_source_as_at_inference(trained, tiny_corpus, tm
     """f0=(Hz, None) voices the harmonic source where the head decides, as inference does; training that way with
     the floor and ceiling runs and resumes exactly."""
     from aqaa.data.tokens import read_tokens
-    from aqaa.train.vocoder import train_vocoder
 
     _, voc = trained
     row = next(iter(read_tokens(tiny_corpus["tokens"]).values()))
@@ -154,11 +160,7 @@ def test_head_voicing_drives_the_source_as_at_inference(trained, tiny_corpus, tm
         assert torch.equal(voc(lin, sem, f0=(hz, None)), voc(lin, sem, f0=(hz, (logit > 0).float())))
     over = ["steps=4", "batch=2", "crop_groups=6", "log_every=1", "ckpt_every=2", "warmup=2", "source_voicing=head",
             "periodicity_weight=1", "periodicity_floor=0.8", "periodicity_ceiling=0.4"]
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "a", "tiny", over)
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over, stop_after=2)
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over)
-    la = [json.loads(x)["loss"] for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(x)["loss"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    la, lb = _losses_straight_and_resumed(tiny_corpus, tmp_path, over, stop_after=2)
     assert len(la) == 4 and np.isfinite(la).all() and lb == pytest.approx(la, abs=1e-5)
 
 
@@ -201,11 +203,7 @@ def test_gain_augmentation_relevels_audio_and_reencodes_tokens(tiny_corpus, tmp_
     with pytest.raises(ValueError, match="tokenizer"):
         train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "x", "tiny", over)
     over.append(f"tokenizer={tiny_corpus['tokenizer']}")
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "a", "tiny", over)
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over, stop_after=2)
-    train_vocoder(tiny_corpus["data"], tiny_corpus["tokens"], tmp_path / "b", "tiny", over)
-    la = [json.loads(x)["loss"] for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(x)["loss"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    la, lb = _losses_straight_and_resumed(tiny_corpus, tmp_path, over, stop_after=2)
     assert len(la) == 4 and np.isfinite(la).all() and lb == pytest.approx(la, abs=1e-5)  # resumes exactly
 
 

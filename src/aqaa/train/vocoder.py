@@ -313,7 +313,8 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
             raise ValueError(f"{name} is a normalized autocorrelation in [0, 1], got {getattr(cfg, name)}")
     if cfg.source_voicing not in ("praat", "head") or (cfg.source_voicing == "head" and not harmonic):
         raise ValueError(f"source_voicing {cfg.source_voicing!r}: praat, or head (a harmonic-source vocoder)")
-    if cfg.periodicity_ceiling and (cfg.source_voicing != "head" or not cfg.periodicity_weight):
+    head_voicing = cfg.source_voicing == "head"
+    if cfg.periodicity_ceiling and (not head_voicing or not cfg.periodicity_weight):
         raise ValueError("periodicity_ceiling acts where only the head voices: give source_voicing=head and "
                          "periodicity_weight > 0")
     encode_semantic = None
@@ -375,8 +376,8 @@ def train_vocoder(data_dir: str | Path, tokens_path: str | Path, out: str | Path
         if harmonic:
             log_f0, voiced = pitch_ref
             f0_hz = torch.exp(F0_REF + 0.5 * log_f0)
-            y, pitch = model(lin, sem, f0=(f0_hz, None if cfg.source_voicing == "head" else voiced), with_pitch=True)
-            driven = (pitch[1].detach() > 0).float() if cfg.source_voicing == "head" else voiced
+            y, pitch = model(lin, sem, f0=(f0_hz, None if head_voicing else voiced), with_pitch=True)
+            driven = (pitch[1].detach() > 0).float() if head_voicing else voiced  # frames the source is voiced on
         else:
             y = model(lin, sem)
         l_stft, l_mel = stft_loss(y, wav), mel_loss(y, wav)
