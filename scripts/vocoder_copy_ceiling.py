@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from bench_vocoder import griffin_lim, load_bench, prosody_kept, summarize_prosody
+from bench_vocoder import criteria_kept, griffin_lim, load_bench, prosody_kept, summarize_prosody
 
 MODES = ("token_vocoder", "griffin_lim_tokens", "griffin_lim_copy")
 
@@ -48,11 +48,8 @@ def main() -> None:
             per_mode[m].append(prosody_kept(row, src, y))
         print(f"{i + 1}/{len(control)}", end="\r", flush=True)
 
-    def fails(p: dict) -> bool:
-        return abs(p["f0_st_diff"]) > 1 or abs(p["rms_db_diff"]) > 2 or abs(p["duration_ratio"] - 1) > 0.1
-
     results = {m: {**summarize_prosody(pros), "failing": {p["audio"]: {k: round(p[k], 2) for k in (
-        "f0_st_diff", "f0_paired_st", "voiced_kept", "rms_db_diff", "duration_ratio")} for p in pros if fails(p)}}
+        "f0_st_diff", "f0_paired_st", "voiced_kept", "rms_db_diff", "duration_ratio")} for p in pros if not all(criteria_kept(p))}}
         for m, pros in per_mode.items()}
     failing = {m: set(r["failing"]) for m, r in results.items()}
     out = Path(args.out)
