@@ -154,3 +154,39 @@ def test_bytes_input_and_atomic_save(tmp_path, speech):
     assert not list(out.parent.glob(".*tmp"))
     audio = load_audio(out.read_bytes())
     assert abs(audio.duration_s - len(speech[0]) / speech[1]) < 0.01
+
+
+def _loud_speechlike(seconds: float = 1.5, rate: int = 16_000) -> np.ndarray:
+    """A 150 Hz buzz whose level swells from quiet to 1.6 x full scale and back: what a loud answer's peaks do."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * 150 * t) * 1.6 * np.sin(np.pi * t / seconds) ** 2).astype(np.float32)
+
+
+def test_limiter_passes_quiet_audio_unchanged_and_keeps_loud_audio_under_its_ceiling(speech):
+    from aqaa.audio.limiter import Limiter
+
+    quiet = speech[0] / np.abs(speech[0]).max() * 0.9
+    lim = Limiter()
+    assert np.array_equal(np.concatenate([lim(c) for c in np.array_split(quiet, 17)]), quiet)
+    x = _loud_speechlike()
+    lim.reset()
+    y = np.concatenate([lim(x[i: i + 1920]) for i in range(0, len(x), 1920)])  # 120 ms groups, as the engine
+    assert len(y) == len(x) and np.abs(y).max() <= lim.ceiling + 1e-6
+    audible = np.abs(x) > 1e-3
+    gain = y / np.where(audible, x, 1.0)
+    steps = np.abs(np.diff(gain))[audible[1:] & audible[:-1]]
+    assert steps.max() <= lim.attack_per_ms * 1000 / 16_000 + 1e-4  # no jump: gain moves by the attack at most
+    assert np.array_equal(y[:1000], x[:1000])  # before the swell nothing changes
+    assert lim.gain == 1.0  # and after it the gain has recovered
+
+
+def test_limiter_state_carries_the_gain_across_chunks_and_resets():
+    from aqaa.audio.limiter import Limiter
+
+    lim = Limiter()
+    loud = np.full(320, 1.5, np.float32)
+    assert np.abs(lim(loud)).max() <= lim.ceiling + 1e-6 and lim.gain < 0.7
+    after = lim(np.full(320, 0.5, np.float32))  # 20 ms later the gain is still recovering, from where it was
+    assert after[0] < 0.5 * 0.7 + 1e-3 and np.all(np.diff(after) >= 0)
+    lim.reset()
+    assert lim.gain == 1.0 and np.array_equal(lim(np.full(10, 0.5, np.float32)), np.full(10, 0.5, np.float32))

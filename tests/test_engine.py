@@ -112,3 +112,16 @@ def test_listening_while_spoken_answers_as_the_whole_turn_does(tiny_model, speec
             assert results[1].timeline["listen_chunk_ms_max"] > 0
     with pytest.raises(AqaaInputError, match="listen"):
         list(AqaaSession(tiny_model).stream_answer())
+
+
+def test_loud_answers_are_limited_not_clipped(tiny_model, speech, monkeypatch):
+    """A vocoder whose output peaks far above full scale: the answer stays under the limiter's ceiling, smoothly."""
+    from aqaa.serve.engine import AqaaSession
+    from aqaa.vocoder.model import StreamingVocoder
+
+    step = StreamingVocoder.step
+    monkeypatch.setattr(StreamingVocoder, "step", lambda self, lin, sem: 50.0 * step(self, lin, sem))
+    s = AqaaSession(tiny_model, warm_up=False)
+    out = s.answer(speech[0]).samples
+    assert len(out) and np.abs(out).max() <= s.limiter.ceiling + 1e-6
+    assert (np.abs(out) >= 0.999).sum() == 0  # nothing sits at full scale, as clipping would leave it

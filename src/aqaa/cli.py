@@ -93,6 +93,7 @@ def _cmd_train_vocoder(args: argparse.Namespace) -> None:
 
 def _cmd_detokenize(args: argparse.Namespace) -> None:
     from aqaa.audio.io import save_wav
+    from aqaa.audio.limiter import Limiter
     from aqaa.vocoder.io import load_default_vocoder, read_tokens_json
 
     lin, sem, duration = read_tokens_json(args.input)
@@ -100,7 +101,7 @@ def _cmd_detokenize(args: argparse.Namespace) -> None:
     if max(lin) >= voc.cfg.l_codes or max(sem) >= voc.cfg.s_codes or min(lin + sem) < 0:
         raise AqaaInputError(f"{args.input}: token ids outside this vocoder's codebooks "
                              f"({voc.cfg.l_codes} linguistic, {voc.cfg.s_codes} semantic)")
-    samples = voc.synthesize(lin, sem, duration)
+    samples = Limiter(voc.cfg.sample_rate)(voc.synthesize(lin, sem, duration))  # loud tokens: no clipped tops
     save_wav(args.output, samples, voc.cfg.sample_rate)
     print(f"{len(samples) / voc.cfg.sample_rate:.2f} s -> {args.output}")
 

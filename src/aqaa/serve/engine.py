@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from aqaa.audio.limiter import Limiter
 from aqaa.errors import AqaaInputError
 from aqaa.eval.cascade import TurnResult
 from aqaa.lm.decode import STEP_DTYPES, LlamaDecoder, decoder_for
@@ -109,6 +110,7 @@ class AqaaSession:
         self.sampling = sampling or Sampling(**asdict(self.model.sampling))
         self.gen = Generator(self.lm, self.sampling, self.model.codebooks, self.model.decoder)
         self.sample_rate = self.vocoder.cfg.sample_rate
+        self.limiter = Limiter(self.sample_rate)  # loud answers: smooth gain below full scale, not clipping
         self._voc_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aqaa-vocoder")
         self.reset()
         if warm_up:
@@ -224,6 +226,8 @@ class AqaaSession:
             q_ids = v.audio_group_ids(streams.linguistic, streams.semantic)
             self._context(q_ids)
         voc = self.vocoder.start()
+        limit = self.limiter
+        limit.reset()
         saved = self.gen.sampling.max_groups
         if max_groups is not None:
             self.gen.sampling.max_groups = max_groups
@@ -252,11 +256,11 @@ class AqaaSession:
                     chunk = pending.popleft().result()
                     first = first and not len(chunk)
                     if len(chunk):
-                        yield chunk
+                        yield limit(chunk)
             while pending:
                 chunk = pending.popleft().result()
                 if len(chunk) and not interrupted:
-                    yield chunk
+                    yield limit(chunk)
         finally:
             for f in pending:
                 f.cancel()
@@ -269,7 +273,7 @@ class AqaaSession:
             return
         tail = voc.flush()
         if len(tail):
-            yield tail
+            yield limit(tail)
         self.history.append((q_ids, list(self.state.answer)))
 
     @torch.inference_mode()
