@@ -48,9 +48,10 @@ def main() -> None:
             per_mode[m].append(prosody_kept(row, src, y))
         print(f"{i + 1}/{len(control)}", end="\r", flush=True)
 
-    results = {m: {**summarize_prosody(pros), "failing": {p["audio"]: {k: round(p[k], 2) for k in (
-        "f0_st_diff", "f0_paired_st", "voiced_kept", "rms_db_diff", "duration_ratio")} for p in pros if not all(criteria_kept(p))}}
-        for m, pros in per_mode.items()}
+    shown = ("f0_st_diff", "f0_paired_st", "voiced_kept", "rms_db_diff", "duration_ratio")
+    results = {m: {**summarize_prosody(pros), "failing": {p["audio"]: {k: round(p[k], 2) for k in shown}
+                                                           for p in pros if not all(criteria_kept(p))}}
+               for m, pros in per_mode.items()}
     failing = {m: set(r["failing"]) for m, r in results.items()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
