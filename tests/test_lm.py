@@ -459,6 +459,11 @@ def test_smollm2_lora_trains_and_saves_only_its_delta(tiny_corpus, tmp_path):
     assert type(merged.model.model.layers[0].self_attn.q_proj) is torch.nn.Linear and merged.cfg.lora_rank == 0
     with torch.no_grad():
         assert (lm.model(x).logits - merged.model(x).logits).abs().max() < 1e-3
+    from aqaa.train.merge import folder_state  # what merge reads as the stage-3 base: the merged weights
+
+    state = folder_state(second)
+    assert state.keys() == merged.model.state_dict().keys()
+    assert all(torch.equal(v, state[k]) for k, v in merged.model.state_dict().items())
     from safetensors.torch import load_file
 
     trained = [v for k, v in load_file(second / DELTA_FILE).items() if "lora_B" in k]

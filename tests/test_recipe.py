@@ -62,6 +62,14 @@ def test_every_named_recipe_has_valid_stage_settings():
     for name, recipe in RECIPES.items():
         for stage in STAGES:
             stage_config(stage, recipe.lm_preset, list(getattr(recipe, stage)))
+        for overrides in recipe.sft_rounds:
+            stage_config("sft", recipe.lm_preset, list(overrides))
+    smol = RECIPES["smollm2"]  # the GPU preset: every stage and round trains the same LoRA delta over SmolLM2
+    for cfg in [stage_config(s, "smollm2", getattr(smol, s)) for s in STAGES] + \
+            [stage_config("sft", "smollm2", r) for r in smol.sft_rounds]:
+        assert (cfg.lm.pretrained, cfg.lm.lora_rank) == ("smollm2", 32)
+    assert [r[:2] for r in smol.sft_rounds] == [r[:2] for r in RECIPES["default"].sft_rounds]
+    assert not smol.linguistic_init  # centroid-seeded rows start the pretrained backbone 8 nats worse
     heard = stage_config("stage1", "default", RECIPES["heard"].stage1)
     assert (heard.lm.heard_encoder, heard.lm.heard_residual, heard.heard_ctc_warmup) == (128, "linguistic", 1000)
     assert stage_config("stage1", "default", RECIPES["default"].stage1).lm.heard_encoder == 0

@@ -110,11 +110,15 @@ def validation_score(lm: AudioLM, data_dir: Path, tokens: dict, limit: int = 40)
 
 
 def folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
-    """A model folder's weights: transformers' file plus the heard-audio encoder's where there is one."""
+    """A model folder's weights: transformers' file plus the heard-audio encoder's where there is one; a LoRA
+    delta's folder (`lm.lora_rank`, no full weights) gives its base with the delta merged in, as `AudioLM.load`."""
     from safetensors.torch import load_file
 
     from aqaa.lm.heard import ENCODER_FILE
+    from aqaa.lm.lora import DELTA_FILE
 
+    if (Path(folder) / DELTA_FILE).exists():
+        return {k: v.clone() for k, v in AudioLM.load(folder).model.state_dict().items()}
     state = load_file(Path(folder) / "model.safetensors")
     if (Path(folder) / ENCODER_FILE).exists():
         state.update(load_file(Path(folder) / ENCODER_FILE))
