@@ -105,12 +105,13 @@ VOICE_ROUND = ["steps=500", "batch=16", VOICE_MIX]
 # fine-tuned on the training dialogues' text it answers 84.5 % of the test split's knowledge, reasoning and multi-turn
 # questions, which no from-scratch LM here composes (reports/default_model/session28/backbone_text.md). Not the CPU
 # default: a stage-1 step takes 14 s on 2 cores (stage 1 ~8 h) and it decodes at LM RTF ~0.4, outside the ship
-# targets. DPO, merge and the model stage save it whole (fp32, ~0.5 GB). No centroid seeding of the <l_k> rows: over the
-# tied head it made stage 1 start at a loss of 22.9 instead of 14.9 (3 steps, batch 8, measured on 2 cores), the
-# seeded rows' spread turning into confident wrong logits; with the pretrained rows' mean resizing they start alike.
+# targets. DPO, merge and the model stage save it whole (fp32, ~0.5 GB). No centroid seeding of the <l_k> rows:
+# over the tied head it made stage 1 start at a loss of 22.9 instead of 14.9 (3 steps, batch 8, measured on 2 cores),
+# the seeded rows' spread turning into confident wrong logits; with transformers' mean resizing they start alike.
 SMOLLM2_LORA = ["lm.lora_rank=32"]
-SMOLLM2 = dict(lm_preset="smollm2", linguistic_init=False, stage1=["steps=2000", *SMOLLM2_LORA], stage2=["steps=400", *SMOLLM2_LORA],
-               stage3=["steps=800", *SMOLLM2_LORA], sft=["steps=250", "batch=16", *SMOLLM2_LORA],
+SMOLLM2 = dict(lm_preset="smollm2", linguistic_init=False, stage1=["steps=2000", *SMOLLM2_LORA],
+               stage2=["steps=400", *SMOLLM2_LORA], stage3=["steps=800", *SMOLLM2_LORA],
+               sft=["steps=250", "batch=16", *SMOLLM2_LORA],
                sft_rounds=[[*RECALL_ROUND, *SMOLLM2_LORA], [*VOICE_ROUND, *SMOLLM2_LORA]])
 
 RECIPES = {
