@@ -46,6 +46,5 @@ class Limiter:
         ahead = np.minimum.accumulate((need + attack * n)[::-1])[::-1] - attack * n
         # rising after it at most `release` a sample, from the last chunk's gain: g[i] = min(ahead[i], g[i-1] + release)
         g = np.minimum(np.minimum.accumulate(ahead - release * n) + release * n, self.gain + release * (n + 1))
-        g = np.minimum(g, 1.0)
         self.gain = float(g[-1])
         return (x * g).astype(np.float32)

@@ -118,7 +118,7 @@ def folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
     from aqaa.lm.lora import DELTA_FILE
 
     if (Path(folder) / DELTA_FILE).exists():
-        return {k: v.clone() for k, v in AudioLM.load(folder).model.state_dict().items()}
+        return dict(AudioLM.load(folder).model.state_dict())  # a model of its own: no copy needed
     state = load_file(Path(folder) / "model.safetensors")
     if (Path(folder) / ENCODER_FILE).exists():
         state.update(load_file(Path(folder) / ENCODER_FILE))

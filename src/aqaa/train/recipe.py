@@ -109,13 +109,13 @@ VOICE_ROUND = ["steps=500", "batch=16", VOICE_MIX]
 # over the tied head it made stage 1 start at a loss of 22.9 instead of 14.9 (3 steps, batch 8, measured on 2 cores),
 # the seeded rows' spread turning into confident wrong logits; with transformers' mean resizing they start alike.
 SMOLLM2_LORA = ["lm.lora_rank=32"]
-SMOLLM2 = dict(lm_preset="smollm2", linguistic_init=False, stage1=["steps=2000", *SMOLLM2_LORA],
-               stage2=["steps=400", *SMOLLM2_LORA], stage3=["steps=800", *SMOLLM2_LORA],
-               sft=["steps=250", "batch=16", *SMOLLM2_LORA],
-               sft_rounds=[[*RECALL_ROUND, *SMOLLM2_LORA], [*VOICE_ROUND, *SMOLLM2_LORA]])
+DEFAULT = RecipeConfig(sft_rounds=[RECALL_ROUND, VOICE_ROUND])
+SMOLLM2 = dict(lm_preset="smollm2", linguistic_init=False,
+               **{stage: [*getattr(DEFAULT, stage), *SMOLLM2_LORA] for stage in ("stage1", "stage2", "stage3", "sft")},
+               sft_rounds=[[*r, *SMOLLM2_LORA] for r in DEFAULT.sft_rounds])
 
 RECIPES = {
-    "default": RecipeConfig(sft_rounds=[RECALL_ROUND, VOICE_ROUND]),
+    "default": DEFAULT,
     "smollm2": RecipeConfig(**SMOLLM2),
     "heard": RecipeConfig(stage1=HEARD_STAGE1),
     "heard-read": RecipeConfig(**HEARD_READ),
